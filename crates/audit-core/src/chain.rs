@@ -1,0 +1,201 @@
+//! The hash chain: sealing bodies into records, and checking links.
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::entry::AuditEntry;
+use crate::record::{ChainHead, Hash32, PrevHash, Record, GENESIS, RECORD_TYPE_MEMBER};
+
+/// Serializes `entry` as a record body: its JSON object without the closing
+/// brace, ready for [`Sequencer::seal`]. Appends to `buf`.
+pub fn encode_entry_body(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let start = buf.len();
+    serde_json::to_writer(&mut *buf, entry)?;
+    debug_assert_eq!(buf.last(), Some(&b'}'));
+    if buf.len() > start {
+        buf.pop();
+    }
+    Ok(())
+}
+
+/// Serializes a non-entry record body of type `record_type` (checkpoint, gap
+/// marker, …) with `fields`, which must serialize as a JSON object whose
+/// members do not use the reserved names.
+pub fn encode_marker_body<T: Serialize>(
+    record_type: &str,
+    fields: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    buf.extend_from_slice(b"{\"");
+    buf.extend_from_slice(RECORD_TYPE_MEMBER.as_bytes());
+    buf.extend_from_slice(b"\":");
+    serde_json::to_writer(&mut *buf, record_type)?;
+    let mut rest = serde_json::to_vec(fields)?;
+    if rest.len() > 2 {
+        // `{"a":1}` -> `,"a":1`
+        rest[0] = b',';
+        rest.pop();
+        buf.extend_from_slice(&rest);
+    }
+    Ok(())
+}
+
+/// Turns bodies into chained records. It holds the chain head and nothing else;
+/// whoever owns it decides when a sealed record counts (see the writer).
+#[derive(Debug, Clone)]
+pub struct Sequencer {
+    next_seq: u64,
+    prev: PrevHash,
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sequencer {
+    /// A sequencer for a new chain: the first record gets sequence 1 and
+    /// prev hash `genesis`.
+    pub fn new() -> Self {
+        Self {
+            next_seq: 1,
+            prev: PrevHash::Genesis,
+        }
+    }
+
+    /// A sequencer that continues after `head`, or starts a new chain for `None`.
+    pub fn resume(head: Option<ChainHead>) -> Self {
+        match head {
+            None => Self::new(),
+            Some(h) => Self {
+                next_seq: h.seq + 1,
+                prev: PrevHash::Hash(h.hash),
+            },
+        }
+    }
+
+    /// The head so far, `None` before the first record.
+    pub fn head(&self) -> Option<ChainHead> {
+        match self.prev {
+            PrevHash::Genesis => None,
+            PrevHash::Hash(hash) => Some(ChainHead {
+                seq: self.next_seq - 1,
+                hash,
+            }),
+        }
+    }
+
+    /// The sequence the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Seals `body` (a JSON object without its closing brace, as produced by
+    /// [`encode_entry_body`]) into the next record and advances the head.
+    pub fn seal(&mut self, body: &[u8]) -> Record {
+        let mut line = Vec::with_capacity(body.len() + 200);
+        line.extend_from_slice(body);
+        line.extend_from_slice(b",\"chain_sequence\":");
+        let mut digits = itoa::Buffer::new();
+        line.extend_from_slice(digits.format(self.next_seq).as_bytes());
+        line.extend_from_slice(b",\"chain_prev_hash\":\"");
+        match self.prev {
+            PrevHash::Genesis => line.extend_from_slice(GENESIS.as_bytes()),
+            PrevHash::Hash(h) => {
+                line.extend_from_slice(blake3::Hash::from_bytes(h.0).to_hex().as_bytes())
+            }
+        }
+        line.push(b'"');
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&line);
+        hasher.update(b"}");
+        let hash = hasher.finalize();
+        line.extend_from_slice(b",\"chain_record_hash\":\"");
+        let _ = line.write_all(hash.to_hex().as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        let record = Record::from_parts(
+            self.next_seq,
+            self.prev,
+            Hash32(*hash.as_bytes()),
+            Bytes::from(line),
+        );
+        self.next_seq += 1;
+        self.prev = PrevHash::Hash(record.hash());
+        record
+    }
+}
+
+/// How one record relates to the one before it in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The record follows its predecessor: next sequence, matching prev hash.
+    Continues,
+    /// The first record of the stream, starting a chain at sequence 1 from genesis.
+    Starts,
+    /// The first record of the stream, but not a chain start: the stream was read
+    /// from the middle of a log or the log's beginning is missing.
+    StartsMidway,
+    /// A `genesis` record after other records: a new, unanchored chain (the
+    /// seed restarted its chain on every process start).
+    Restarts,
+    /// The sequence is not the next one.
+    SequenceBreak {
+        /// The sequence that should have come.
+        expected: u64,
+    },
+    /// The sequence is right but the prev hash does not match the last record.
+    PrevMismatch {
+        /// The hash of the record before.
+        expected: Hash32,
+    },
+}
+
+/// Streaming link checker: feed records in stored order, learn how each links.
+#[derive(Debug, Default, Clone)]
+pub struct ChainChecker {
+    last: Option<ChainHead>,
+}
+
+impl ChainChecker {
+    /// A checker that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A checker that expects the record after `head`.
+    pub fn after(head: ChainHead) -> Self {
+        Self { last: Some(head) }
+    }
+
+    /// The last record fed, whatever its link.
+    pub fn last(&self) -> Option<ChainHead> {
+        self.last
+    }
+
+    /// Feeds the next record in stored order.
+    pub fn push(&mut self, seq: u64, prev: PrevHash, hash: Hash32) -> Link {
+        let link = match (self.last, prev) {
+            (None, PrevHash::Genesis) if seq == 1 => Link::Starts,
+            (None, _) => Link::StartsMidway,
+            (Some(_), PrevHash::Genesis) if seq == 1 => Link::Restarts,
+            (Some(last), prev) => {
+                if seq != last.seq.wrapping_add(1) {
+                    Link::SequenceBreak {
+                        expected: last.seq.wrapping_add(1),
+                    }
+                } else if prev != PrevHash::Hash(last.hash) {
+                    Link::PrevMismatch {
+                        expected: last.hash,
+                    }
+                } else {
+                    Link::Continues
+                }
+            }
+        };
+        self.last = Some(ChainHead { seq, hash });
+        link
+    }
+}

@@ -1,0 +1,50 @@
+//! The core of auditlog: the audit entry, the record format and its BLAKE3
+//! hash chain, the [`Sink`] and [`RecordReader`] traits every backend
+//! implements, and [`AuditLog`], the group-committing writer that fans each
+//! batch out to several sinks.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use audit_core::{AuditEntry, AuditLog, MemorySink, SinkSpec, WriterConfig};
+//!
+//! # tokio_test_block_on(async {
+//! let sink = Arc::new(MemorySink::new("mem"));
+//! let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(sink.clone())])
+//!     .await
+//!     .expect("open");
+//! let mut entry = AuditEntry::new(uuid::Uuid::new_v4());
+//! entry.tool_called = "read_file".into();
+//! let receipt = log.append(&entry).await.expect("append");
+//! assert_eq!(receipt.seq, 1);
+//! log.close().await;
+//! assert_eq!(sink.records().len(), 1);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod chain;
+pub mod entry;
+pub mod memory;
+pub mod record;
+pub mod sink;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod writer;
+
+pub use chain::{encode_entry_body, encode_marker_body, ChainChecker, Link, Sequencer};
+pub use entry::AuditEntry;
+pub use memory::MemorySink;
+pub use record::{
+    parse_record, record_hash, ChainHead, Hash32, PrevHash, Record, RecordError, RecordFault,
+};
+pub use sink::{
+    Location, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError,
+    StoredRecord,
+};
+pub use writer::{
+    AppendError, AuditLog, Durability, HealthSnapshot, HealthState, OpenError, Receipt, Role,
+    SinkHealth, SinkSpec, SpoolConfig, WhenFull, WriterConfig,
+};

@@ -1,0 +1,604 @@
+//! The record format: one JSON object per line, chained by BLAKE3.
+//!
+//! docs/FORMAT.md is the normative description; this module is its reference
+//! implementation. The rule that matters most: a record's hash is computed over
+//! the bytes as stored, never over a re-serialization of the parsed value.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The prev hash of the first record of a chain.
+pub const GENESIS: &str = "genesis";
+
+/// The member that names a non-entry record's type. Entries never carry it.
+pub const RECORD_TYPE_MEMBER: &str = "record_type";
+
+const SEQ_PREFIX: &[u8] = b",\"chain_sequence\":";
+const PREV_PREFIX: &[u8] = b",\"chain_prev_hash\":\"";
+const HASH_PREFIX: &[u8] = b",\"chain_record_hash\":\"";
+/// `,"chain_record_hash":"` + 64 hex digits + `"}`.
+const HASH_SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + 2;
+
+/// A BLAKE3 digest, shown and stored as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    /// Parses exactly 64 lowercase hex digits. Uppercase is refused: a hash has
+    /// one spelling, so a record cannot be read two ways.
+    pub fn from_hex(hex: &[u8]) -> Option<Self> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
+    /// The 64-digit lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash32({self})")
+    }
+}
+
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        Hash32::from_hex(s.as_bytes())
+            .ok_or_else(|| de::Error::custom("expected 64 lowercase hex digits"))
+    }
+}
+
+/// What a record's `chain_prev_hash` points at.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PrevHash {
+    /// The record starts a chain.
+    Genesis,
+    /// The hash of the record before it.
+    Hash(Hash32),
+}
+
+impl fmt::Display for PrevHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrevHash::Genesis => f.write_str(GENESIS),
+            PrevHash::Hash(h) => h.fmt(f),
+        }
+    }
+}
+
+/// The last record of a chain: where the next one links.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its record hash.
+    pub hash: Hash32,
+}
+
+/// Why a line is not a well-formed record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The line is empty.
+    #[error("empty line")]
+    Empty,
+    /// The line holds a byte that is not UTF-8.
+    #[error("invalid UTF-8 at byte {offset}")]
+    NotUtf8 {
+        /// Offset of the first invalid byte within the line.
+        offset: usize,
+    },
+    /// The line holds a newline or carriage return outside the terminator.
+    #[error("line holds a raw newline or carriage return at byte {offset}")]
+    EmbeddedNewline {
+        /// Offset of the byte within the line.
+        offset: usize,
+    },
+    /// The line is longer than the configured limit.
+    #[error("record is {len} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// The record's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The line does not end with the three chain members in canonical form.
+    #[error("chain members missing or not canonical: {0}")]
+    ChainSuffix(&'static str),
+    /// The line is not a single valid JSON object.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// An object holds the same member twice.
+    #[error("duplicate member {0:?}")]
+    DuplicateMember(String),
+    /// A chain member or `record_type` is out of place.
+    #[error("member {0:?} is out of place")]
+    MisplacedMember(String),
+    /// The parsed chain members disagree with their byte form.
+    #[error("chain members disagree with the stored bytes")]
+    Ambiguous,
+}
+
+/// A record as it travels to sinks: its chain fields and its exact bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    seq: u64,
+    prev: PrevHash,
+    hash: Hash32,
+    /// The stored line including its terminating `\n`.
+    line: Bytes,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("seq", &self.seq)
+            .field("prev", &self.prev)
+            .field("hash", &self.hash)
+            .field("len", &self.line.len())
+            .finish()
+    }
+}
+
+impl Record {
+    /// Parses and fully validates a stored record (`text` without its newline)
+    /// and checks that its hash matches its bytes.
+    pub fn from_text(text: &[u8]) -> Result<Self, RecordFault> {
+        let parsed = parse_record(text).map_err(RecordFault::Malformed)?;
+        let computed = record_hash(text);
+        if computed != parsed.claimed_hash {
+            return Err(RecordFault::HashMismatch {
+                seq: parsed.seq,
+                claimed: parsed.claimed_hash,
+                computed,
+            });
+        }
+        let mut line = Vec::with_capacity(text.len() + 1);
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        Ok(Self {
+            seq: parsed.seq,
+            prev: parsed.prev,
+            hash: parsed.claimed_hash,
+            line: Bytes::from(line),
+        })
+    }
+
+    pub(crate) fn from_parts(seq: u64, prev: PrevHash, hash: Hash32, line: Bytes) -> Self {
+        debug_assert_eq!(line.last(), Some(&b'\n'));
+        Self {
+            seq,
+            prev,
+            hash,
+            line,
+        }
+    }
+
+    /// The sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The previous record's hash, or genesis.
+    pub fn prev(&self) -> PrevHash {
+        self.prev
+    }
+
+    /// The record hash.
+    pub fn hash(&self) -> Hash32 {
+        self.hash
+    }
+
+    /// The record's bytes without the newline: what every backend stores.
+    pub fn text(&self) -> &[u8] {
+        &self.line[..self.line.len() - 1]
+    }
+
+    /// The record's bytes with the terminating newline, as a JSONL file holds it.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// The head this record makes.
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            seq: self.seq,
+            hash: self.hash,
+        }
+    }
+}
+
+/// Why a stored record cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordFault {
+    /// It is not well-formed.
+    #[error("malformed record: {0}")]
+    Malformed(RecordError),
+    /// Its hash does not match its bytes.
+    #[error("record {seq}: stored hash {claimed} but bytes hash to {computed}")]
+    HashMismatch {
+        /// The record's sequence.
+        seq: u64,
+        /// The stored `chain_record_hash`.
+        claimed: Hash32,
+        /// The BLAKE3 of its bytes.
+        computed: Hash32,
+    },
+}
+
+/// A strictly parsed record, borrowing the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRecord<'a> {
+    /// `chain_sequence`.
+    pub seq: u64,
+    /// `chain_prev_hash`.
+    pub prev: PrevHash,
+    /// `chain_record_hash` as stored (not yet checked against the bytes).
+    pub claimed_hash: Hash32,
+    /// `record_type` for non-entry records; `None` for audit entries.
+    pub record_type: Option<Cow<'a, str>>,
+}
+
+/// The chain members read from the end of a line by their fixed byte layout,
+/// without validating the JSON before them. Readers use it to seek; verifiers
+/// use [`parse_record`].
+pub fn parse_chain_suffix(text: &[u8]) -> Result<(u64, PrevHash, Hash32, usize), RecordError> {
+    let n = text.len();
+    if n < HASH_SUFFIX_LEN + PREV_PREFIX.len() + SEQ_PREFIX.len() + 10 {
+        return Err(RecordError::ChainSuffix("line too short"));
+    }
+    if &text[n - 2..] != b"\"}" {
+        return Err(RecordError::ChainSuffix(
+            "line does not end with the record hash",
+        ));
+    }
+    let hash_at = n - HASH_SUFFIX_LEN;
+    if &text[hash_at..hash_at + HASH_PREFIX.len()] != HASH_PREFIX {
+        return Err(RecordError::ChainSuffix(
+            "chain_record_hash is not the last member",
+        ));
+    }
+    let claimed = Hash32::from_hex(&text[hash_at + HASH_PREFIX.len()..n - 2]).ok_or(
+        RecordError::ChainSuffix("chain_record_hash is not 64 lowercase hex digits"),
+    )?;
+    // chain_prev_hash ends right before the record hash member, with a quote.
+    let prev_end = hash_at;
+    if text[prev_end - 1] != b'"' {
+        return Err(RecordError::ChainSuffix(
+            "chain_prev_hash must precede chain_record_hash",
+        ));
+    }
+    let (prev, prev_at) = if prev_end > PREV_PREFIX.len() + GENESIS.len()
+        && &text[prev_end - 1 - GENESIS.len()..prev_end - 1] == GENESIS.as_bytes()
+        && &text[prev_end - 1 - GENESIS.len() - PREV_PREFIX.len()..prev_end - 1 - GENESIS.len()]
+            == PREV_PREFIX
+    {
+        (
+            PrevHash::Genesis,
+            prev_end - 1 - GENESIS.len() - PREV_PREFIX.len(),
+        )
+    } else {
+        let start = prev_end
+            .checked_sub(1 + 64 + PREV_PREFIX.len())
+            .ok_or(RecordError::ChainSuffix("chain_prev_hash missing"))?;
+        if &text[start..start + PREV_PREFIX.len()] != PREV_PREFIX {
+            return Err(RecordError::ChainSuffix(
+                "chain_prev_hash must precede chain_record_hash",
+            ));
+        }
+        let h = Hash32::from_hex(&text[start + PREV_PREFIX.len()..prev_end - 1]).ok_or(
+            RecordError::ChainSuffix(
+                "chain_prev_hash is neither genesis nor 64 lowercase hex digits",
+            ),
+        )?;
+        (PrevHash::Hash(h), start)
+    };
+    // chain_sequence: canonical decimal digits ending right before prev.
+    let mut digits_start = prev_at;
+    while digits_start > 0 && text[digits_start - 1].is_ascii_digit() {
+        digits_start -= 1;
+    }
+    let digits = &text[digits_start..prev_at];
+    if digits.is_empty() || digits.len() > 20 || digits[0] == b'0' {
+        return Err(RecordError::ChainSuffix(
+            "chain_sequence is not a canonical positive integer",
+        ));
+    }
+    if digits_start < SEQ_PREFIX.len() + 1
+        || &text[digits_start - SEQ_PREFIX.len()..digits_start] != SEQ_PREFIX
+    {
+        return Err(RecordError::ChainSuffix(
+            "chain_sequence must precede chain_prev_hash",
+        ));
+    }
+    let mut seq: u64 = 0;
+    for &d in digits {
+        seq = seq
+            .checked_mul(10)
+            .and_then(|s| s.checked_add(u64::from(d - b'0')))
+            .ok_or(RecordError::ChainSuffix("chain_sequence overflows 64 bits"))?;
+    }
+    Ok((seq, prev, claimed, digits_start - SEQ_PREFIX.len()))
+}
+
+/// Strictly parses one stored record (`text` without its newline).
+///
+/// Refuses anything that could be read two ways: invalid UTF-8, raw newlines,
+/// duplicate members at any depth, chain members out of place, a
+/// non-canonical sequence, and bytes after the object.
+pub fn parse_record(text: &[u8]) -> Result<ParsedRecord<'_>, RecordError> {
+    if text.is_empty() {
+        return Err(RecordError::Empty);
+    }
+    if let Err(e) = std::str::from_utf8(text) {
+        return Err(RecordError::NotUtf8 {
+            offset: e.valid_up_to(),
+        });
+    }
+    if let Some(offset) = text.iter().position(|&b| b == b'\n' || b == b'\r') {
+        return Err(RecordError::EmbeddedNewline { offset });
+    }
+    if text[0] != b'{' {
+        return Err(RecordError::Json("a record must start with '{'".into()));
+    }
+    let (seq, prev, claimed_hash, _) = parse_chain_suffix(text)?;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let top = TopLevel.deserialize(&mut de).map_err(classify_json_error)?;
+    de.end().map_err(|e| RecordError::Json(e.to_string()))?;
+    let top = top?;
+    let prev_ok = match (&prev, top.prev.as_deref()) {
+        (PrevHash::Genesis, Some(GENESIS)) => true,
+        (PrevHash::Hash(h), Some(s)) => Hash32::from_hex(s.as_bytes()) == Some(*h),
+        _ => false,
+    };
+    let hash_ok =
+        top.hash.as_deref().map(|s| Hash32::from_hex(s.as_bytes())) == Some(Some(claimed_hash));
+    if top.seq != Some(seq) || !prev_ok || !hash_ok {
+        return Err(RecordError::Ambiguous);
+    }
+    Ok(ParsedRecord {
+        seq,
+        prev,
+        claimed_hash,
+        record_type: top.record_type,
+    })
+}
+
+fn classify_json_error(e: serde_json::Error) -> RecordError {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix(DUPLICATE_TAG) {
+        let name = rest.split(" at line").next().unwrap_or(rest);
+        return RecordError::DuplicateMember(name.to_string());
+    }
+    if let Some(rest) = msg.strip_prefix(MISPLACED_TAG) {
+        let name = rest.split(" at line").next().unwrap_or(rest);
+        return RecordError::MisplacedMember(name.to_string());
+    }
+    RecordError::Json(msg)
+}
+
+const DUPLICATE_TAG: &str = "duplicate member ";
+const MISPLACED_TAG: &str = "misplaced member ";
+
+/// The BLAKE3 record hash of a stored record whose chain suffix is well-formed:
+/// the bytes with `,"chain_record_hash":"<hex>"` removed, the `}` kept.
+///
+/// # Panics
+/// Never for a `text` that [`parse_chain_suffix`] accepted; for shorter input
+/// it hashes what there is, which can only mismatch.
+pub fn record_hash(text: &[u8]) -> Hash32 {
+    let mut hasher = blake3::Hasher::new();
+    if text.len() >= HASH_SUFFIX_LEN {
+        hasher.update(&text[..text.len() - HASH_SUFFIX_LEN]);
+        hasher.update(b"}");
+    } else {
+        hasher.update(text);
+    }
+    Hash32(*hasher.finalize().as_bytes())
+}
+
+struct TopFields<'a> {
+    seq: Option<u64>,
+    prev: Option<Cow<'a, str>>,
+    hash: Option<Cow<'a, str>>,
+    record_type: Option<Cow<'a, str>>,
+}
+
+struct TopLevel;
+
+impl<'de> DeserializeSeed<'de> for TopLevel {
+    type Value = Result<TopFields<'de>, RecordError>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Result<TopFields<'de>, RecordError>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = TopFields {
+            seq: None,
+            prev: None,
+            hash: None,
+            record_type: None,
+        };
+        let mut keys = KeySet::default();
+        let mut index = 0usize;
+        // Chain members must be the last three, in order; we note where each sits.
+        let mut chain_stage = 0u8;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let key = key.0;
+            if !keys.insert(&key) {
+                return Err(de::Error::custom(format_args!("{DUPLICATE_TAG}{key}")));
+            }
+            match key.as_ref() {
+                "chain_sequence" => {
+                    if chain_stage != 0 {
+                        return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
+                    }
+                    chain_stage = 1;
+                    fields.seq = Some(map.next_value::<u64>()?);
+                }
+                "chain_prev_hash" => {
+                    if chain_stage != 1 {
+                        return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
+                    }
+                    chain_stage = 2;
+                    fields.prev = Some(map.next_value::<Key<'de>>()?.0);
+                }
+                "chain_record_hash" => {
+                    if chain_stage != 2 {
+                        return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
+                    }
+                    chain_stage = 3;
+                    fields.hash = Some(map.next_value::<Key<'de>>()?.0);
+                }
+                _ if chain_stage != 0 => {
+                    return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
+                }
+                RECORD_TYPE_MEMBER => {
+                    if index != 0 {
+                        return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
+                    }
+                    fields.record_type = Some(map.next_value::<Key<'de>>()?.0);
+                }
+                _ => map.next_value_seed(UniqueValue)?,
+            }
+            index += 1;
+        }
+        Ok(Ok(fields))
+    }
+}
+
+/// A string that borrows from the input when it holds no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Member names seen in one object. Small objects use a linear scan, which is
+/// faster than hashing for the dozen members of an entry.
+#[derive(Default)]
+struct KeySet<'a> {
+    small: Vec<Cow<'a, str>>,
+    large: Option<HashSet<Cow<'a, str>>>,
+}
+
+impl<'a> KeySet<'a> {
+    #[allow(clippy::ptr_arg)] // the Cow is cloned into the set, keeping borrows borrowed
+    fn insert(&mut self, key: &Cow<'a, str>) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(key.clone());
+        }
+        if self.small.iter().any(|k| k == key) {
+            return false;
+        }
+        self.small.push(key.clone());
+        if self.small.len() > 32 {
+            self.large = Some(self.small.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// Any JSON value, checked for duplicate members at every depth.
+struct UniqueValue;
+
+impl<'de> DeserializeSeed<'de> for UniqueValue {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueValue {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueValue)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = KeySet::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if !keys.insert(&key.0) {
+                return Err(de::Error::custom(format_args!("{DUPLICATE_TAG}{}", key.0)));
+            }
+            map.next_value_seed(UniqueValue)?;
+        }
+        Ok(())
+    }
+}

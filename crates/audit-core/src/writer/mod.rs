@@ -1,0 +1,1145 @@
+//! The writer: group-committed appends fanned out to several sinks.
+//!
+//! [`AuditLog`] is what a service calls. One driver task owns the chain head;
+//! producers serialize their entries in their own tasks and queue the bodies;
+//! the driver seals whatever is queued into one batch, hands the batch to every
+//! sink at once and resolves each receipt when its durability policy is met.
+//!
+//! # How the sinks' answers combine
+//! - A receipt under [`Durability::Threshold`] resolves once at least
+//!   `min_durable_sinks` sinks hold the record durably.
+//! - A receipt under [`Durability::AllRequired`] also waits for every
+//!   [`Role::Required`] sink, and fails as soon as one of them fails or times out.
+//! - A sink that fails or exceeds its timeout falls behind. Its missing records
+//!   stay in memory, then in a bounded spool, and are replayed in order when it
+//!   answers again, so no sink ever holds a hole.
+//! - A batch that no sink stored, and that no sink may still be storing, is
+//!   rolled back: its sequence numbers are reused and its producers get an error.
+//!   A batch that some sink stored, or may be storing (timed out), stays in the
+//!   chain even when its producers get an error: see [`AppendError::NotDurable`].
+
+mod health;
+mod retention;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use health::{HealthSnapshot, HealthState, SinkHealth};
+pub use retention::SpoolConfig;
+
+use crate::chain::{encode_entry_body, encode_marker_body, Sequencer};
+use crate::entry::AuditEntry;
+use crate::record::{ChainHead, Hash32, Record};
+use crate::sink::{RecordBatch, Sink, SinkError};
+use retention::{JobSource, Retention};
+
+/// Whether a sink must hold every record for a fail-closed receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// [`Durability::AllRequired`] receipts wait for this sink.
+    Required,
+    /// The sink counts toward the threshold but never blocks a receipt.
+    Optional,
+}
+
+/// When a receipt resolves: the caller's fail-closed or fail-open choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Fail closed: every required sink and at least the threshold.
+    AllRequired,
+    /// Fail open: at least the threshold, whichever sinks they are.
+    Threshold,
+}
+
+/// What `append` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room (back-pressure).
+    Block,
+    /// Fail at once with [`AppendError::QueueFull`].
+    FailFast,
+}
+
+/// One sink in the fan-out, with its role and timeout.
+#[derive(Clone)]
+pub struct SinkSpec {
+    /// The backend.
+    pub sink: Arc<dyn Sink>,
+    /// Required or optional.
+    pub role: Role,
+    /// How long one batch may take on this sink before it counts as failed.
+    pub timeout: Duration,
+}
+
+impl SinkSpec {
+    /// A required sink with a 5-second timeout.
+    pub fn required(sink: Arc<dyn Sink>) -> Self {
+        Self {
+            sink,
+            role: Role::Required,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// An optional sink with a 5-second timeout.
+    pub fn optional(sink: Arc<dyn Sink>) -> Self {
+        Self {
+            sink,
+            role: Role::Optional,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The same spec with another timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The writer's settings. The defaults are safe: every required sink is
+/// waited for, and the queue blocks when full.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Most records in one batch.
+    pub batch_max_records: usize,
+    /// Most bytes in one batch (a single larger record still goes alone).
+    pub batch_max_bytes: usize,
+    /// How long the driver waits for more entries before closing a batch.
+    /// Zero closes a batch as soon as the queue is empty; batches still grow
+    /// while the previous one is being made durable.
+    pub linger: Duration,
+    /// Entries that may wait in the queue.
+    pub queue_capacity: usize,
+    /// What `append` does when the queue is full.
+    pub when_full: WhenFull,
+    /// At least this many sinks must hold a record for any receipt.
+    pub min_durable_sinks: usize,
+    /// The durability of entries whose decision has no rule below.
+    pub default_durability: Durability,
+    /// Per `authorization_decision` value, e.g. `deny` → `AllRequired`.
+    pub durability_by_decision: HashMap<String, Durability>,
+    /// Consecutive successes that bring a degraded sink back to healthy.
+    pub recovery_successes: u64,
+    /// The largest record accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// Memory for records a lagging sink still lacks.
+    pub retention_memory_bytes: usize,
+    /// Disk for records a lagging sink still lacks, beyond memory.
+    pub spool: Option<SpoolConfig>,
+    /// The first retry delay after a sink fails; it doubles up to `retry_max`.
+    pub retry_min: Duration,
+    /// The longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 8192,
+            batch_max_bytes: 8 << 20,
+            linger: Duration::ZERO,
+            queue_capacity: 65_536,
+            when_full: WhenFull::Block,
+            min_durable_sinks: 1,
+            default_durability: Durability::AllRequired,
+            durability_by_decision: HashMap::new(),
+            recovery_successes: 3,
+            max_record_bytes: 16 << 20,
+            retention_memory_bytes: 64 << 20,
+            spool: None,
+            retry_min: Duration::from_millis(50),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl WriterConfig {
+    /// The durability an entry gets from its decision.
+    pub fn durability_for(&self, entry: &AuditEntry) -> Durability {
+        self.durability_by_decision
+            .get(&entry.authorization_decision)
+            .copied()
+            .unwrap_or(self.default_durability)
+    }
+}
+
+/// Proof that a record is durable under the policy it was appended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The record's sequence.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: Hash32,
+}
+
+/// Why an append did not produce a receipt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The entry could not be serialized.
+    #[error("entry could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The record would exceed `max_record_bytes`.
+    #[error("record would be {len} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The queue was full and the log fails fast.
+    #[error("audit queue is full ({capacity} entries)")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The log is closed.
+    #[error("audit log is closed")]
+    Closed,
+    /// The policy was not met.
+    ///
+    /// With `kept` false the record was rolled back and is in no sink. With
+    /// `kept` true it stays in the chain, durable on fewer sinks than the policy
+    /// asks (or in doubt on a sink that timed out), and will be replayed to the
+    /// others: a retry would log the entry twice.
+    #[error("record {seq} is not durable under {durability:?} ({}): {detail}", if *kept { "kept in the chain" } else { "rolled back" })]
+    NotDurable {
+        /// The sequence the record had.
+        seq: u64,
+        /// The policy that was not met.
+        durability: Durability,
+        /// Whether the record stays in the chain.
+        kept: bool,
+        /// Which sinks failed and why.
+        detail: String,
+    },
+}
+
+/// Why the log could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is inconsistent.
+    #[error("invalid writer configuration: {0}")]
+    Config(String),
+    /// Two sinks hold different records at the same sequence.
+    #[error("sinks {a} and {b} hold different records at sequence {seq} ({a}: {hash_a}, {b}: {hash_b}); refusing to start")]
+    Fork {
+        /// The sink with the longer chain.
+        a: String,
+        /// The other sink.
+        b: String,
+        /// The sequence where they differ.
+        seq: u64,
+        /// `a`'s record hash there.
+        hash_a: Hash32,
+        /// `b`'s record hash there.
+        hash_b: Hash32,
+    },
+    /// A required sink failed during start-up.
+    #[error("required sink failed at start-up: {0}")]
+    Sink(#[source] SinkError),
+    /// A sink's stored records could not be read back as a valid chain.
+    #[error("sink {sink}: {detail}")]
+    Backfill {
+        /// The sink read from or written to.
+        sink: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+enum Msg {
+    Append(Pending),
+    Close(oneshot::Sender<()>),
+}
+
+struct Pending {
+    body: Vec<u8>,
+    durability: Durability,
+    reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// The handle a service appends through. Clones share one log.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    config: Arc<WriterConfig>,
+    health: watch::Receiver<HealthSnapshot>,
+    driver: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Starts the log over `sinks`.
+    ///
+    /// Reads every sink's head, refuses to start if two sinks disagree at a
+    /// sequence they share, backfills sinks that are behind from the most
+    /// advanced one, and resumes the chain from there (never from genesis
+    /// unless every sink is empty).
+    pub async fn open(config: WriterConfig, sinks: Vec<SinkSpec>) -> Result<Self, OpenError> {
+        validate(&config, &sinks)?;
+        let start = startup::prepare(&config, &sinks).await?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let slots: Vec<Slot> = sinks
+            .into_iter()
+            .zip(start.sink_states)
+            .map(|(spec, st)| Slot::new(spec, st))
+            .collect();
+        let snapshot = HealthSnapshot {
+            status: HealthState::Healthy,
+            head_seq: start.head.map_or(0, |h| h.seq),
+            queued: 0,
+            sinks: slots.iter().map(|s| s.health.clone()).collect(),
+        };
+        let (health_tx, health_rx) = watch::channel(snapshot);
+        let config = Arc::new(config);
+        let next_seq = start.head.map_or(1, |h| h.seq + 1);
+        let driver = Driver {
+            retention: Retention::new(
+                next_seq,
+                config.retention_memory_bytes,
+                config.spool.clone(),
+            ),
+            config: config.clone(),
+            seq: Sequencer::resume(start.head),
+            rx,
+            rx_done: false,
+            close_waiters: Vec::new(),
+            done_tx,
+            done_rx,
+            slots,
+            inflight: None,
+            markers: Vec::new(),
+            health: health_tx,
+            close_deadline: None,
+        };
+        let handle = tokio::spawn(driver.run());
+        Ok(Self {
+            tx,
+            config,
+            health: health_rx,
+            driver: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Appends `entry` with the durability its decision class gets from the
+    /// configuration, and resolves when the record is durable under it.
+    pub async fn append(&self, entry: &AuditEntry) -> Result<Receipt, AppendError> {
+        let durability = self.config.durability_for(entry);
+        self.append_with(entry, durability).await
+    }
+
+    /// Appends `entry` with an explicit durability.
+    pub async fn append_with(
+        &self,
+        entry: &AuditEntry,
+        durability: Durability,
+    ) -> Result<Receipt, AppendError> {
+        let mut body = Vec::with_capacity(768);
+        encode_entry_body(entry, &mut body)?;
+        // Chain members add at most 180 bytes.
+        let len = body.len() + 180;
+        if len > self.config.max_record_bytes {
+            return Err(AppendError::TooLarge {
+                len,
+                max: self.config.max_record_bytes,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::Append(Pending {
+            body,
+            durability,
+            reply,
+        });
+        match self.config.when_full {
+            WhenFull::Block => self.tx.send(msg).await.map_err(|_| AppendError::Closed)?,
+            WhenFull::FailFast => self.tx.try_send(msg).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AppendError::QueueFull {
+                    capacity: self.config.queue_capacity,
+                },
+                mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+            })?,
+        }
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// The current health, ready to serialize for a /health endpoint.
+    pub fn health(&self) -> HealthSnapshot {
+        let mut snap = self.health.borrow().clone();
+        snap.queued = self.config.queue_capacity.max(1) - self.tx.capacity();
+        snap
+    }
+
+    /// A receiver that sees every health change; tests wait on it instead of sleeping.
+    pub fn subscribe_health(&self) -> watch::Receiver<HealthSnapshot> {
+        self.health.clone()
+    }
+
+    /// Waits until every sink that is not failed holds the whole chain.
+    pub async fn caught_up(&self) {
+        let mut rx = self.health.clone();
+        // The sender lives as long as the driver; when it is gone there is nothing to wait for.
+        let _ = rx.wait_for(HealthSnapshot::caught_up).await;
+    }
+
+    /// Stops accepting entries, finishes the queued ones, gives lagging sinks
+    /// up to their timeout to catch up, and stops the driver.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "audit writer task ended abnormally");
+            }
+        }
+    }
+}
+
+fn validate(config: &WriterConfig, sinks: &[SinkSpec]) -> Result<(), OpenError> {
+    if sinks.is_empty() {
+        return Err(OpenError::Config("no sinks configured".into()));
+    }
+    if config.min_durable_sinks == 0 || config.min_durable_sinks > sinks.len() {
+        return Err(OpenError::Config(format!(
+            "min_durable_sinks is {} but there are {} sinks",
+            config.min_durable_sinks,
+            sinks.len()
+        )));
+    }
+    let mut names = HashSet::new();
+    for s in sinks {
+        if !names.insert(s.sink.name().to_string()) {
+            return Err(OpenError::Config(format!(
+                "two sinks are named {:?}",
+                s.sink.name()
+            )));
+        }
+    }
+    if config.batch_max_records == 0 || config.batch_max_bytes == 0 {
+        return Err(OpenError::Config("batch limits must be positive".into()));
+    }
+    Ok(())
+}
+
+mod startup;
+
+/// What start-up learned about one sink.
+pub(crate) struct SinkStart {
+    durable: u64,
+    failed: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Outcome {
+    Pending,
+    Stored,
+    Failed { clean: bool, reason: String },
+    TimedOut,
+}
+
+struct Waiter {
+    seq: u64,
+    hash: Hash32,
+    durability: Durability,
+    reply: Option<oneshot::Sender<Result<Receipt, AppendError>>>,
+}
+
+struct InFlight {
+    first: u64,
+    last: u64,
+    prev_head: Option<ChainHead>,
+    marker_bodies: Vec<Vec<u8>>,
+    started: Instant,
+    outcomes: Vec<Outcome>,
+    waiters: Vec<Waiter>,
+}
+
+struct Job {
+    started: Instant,
+    first: u64,
+    hung: bool,
+}
+
+struct Slot {
+    spec: SinkSpec,
+    durable: u64,
+    job: Option<Job>,
+    retry_at: Option<Instant>,
+    failed: bool,
+    health: SinkHealth,
+}
+
+impl Slot {
+    fn new(spec: SinkSpec, start: SinkStart) -> Self {
+        let mut health = SinkHealth::new(spec.sink.name().to_string(), spec.role, start.durable);
+        let failed = start.failed.is_some();
+        if let Some(reason) = start.failed {
+            health.fail_permanently(reason);
+        }
+        Self {
+            spec,
+            durable: start.durable,
+            job: None,
+            retry_at: None,
+            failed,
+            health,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.spec.sink.name()
+    }
+}
+
+struct JobDone {
+    slot: usize,
+    last: u64,
+    result: Result<(), SinkError>,
+}
+
+struct Driver {
+    config: Arc<WriterConfig>,
+    seq: Sequencer,
+    retention: Retention,
+    rx: mpsc::Receiver<Msg>,
+    rx_done: bool,
+    close_waiters: Vec<oneshot::Sender<()>>,
+    done_tx: mpsc::UnboundedSender<JobDone>,
+    done_rx: mpsc::UnboundedReceiver<JobDone>,
+    slots: Vec<Slot>,
+    inflight: Option<InFlight>,
+    /// Bodies of non-entry records waiting for the next batch.
+    markers: Vec<Vec<u8>>,
+    health: watch::Sender<HealthSnapshot>,
+    close_deadline: Option<Instant>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                msg = self.rx.recv(), if self.inflight.is_none() && !self.rx_done => match msg {
+                    Some(Msg::Append(p)) => self.start_batch(vec![p]).await,
+                    Some(Msg::Close(w)) => {
+                        self.close_waiters.push(w);
+                        self.rx.close();
+                    }
+                    None => {
+                        self.rx_done = true;
+                        let longest = self.slots.iter().map(|s| s.spec.timeout).max().unwrap_or_default();
+                        self.close_deadline = Some(Instant::now() + longest);
+                    }
+                },
+                () = sleep_until_opt(deadline), if deadline.is_some() => self.on_tick(),
+            }
+            if self.inflight.is_none() && !self.markers.is_empty() && !self.rx_done {
+                self.start_batch(Vec::new()).await;
+            }
+            self.after_event().await;
+            if self.rx_done && self.inflight.is_none() && self.markers.is_empty() {
+                let all_done = self
+                    .slots
+                    .iter()
+                    .all(|s| s.failed || s.durable == self.head_seq());
+                let expired = self.close_deadline.is_some_and(|d| Instant::now() >= d);
+                if all_done || expired {
+                    for s in self
+                        .slots
+                        .iter()
+                        .filter(|s| !s.failed && s.durable < self.head_seq())
+                    {
+                        tracing::warn!(sink = s.name(), durable = s.durable, head = self.head_seq(),
+                            "audit log closed while sink is behind; it is backfilled at next start-up");
+                    }
+                    break;
+                }
+            }
+        }
+        for w in self.close_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn head_seq(&self) -> u64 {
+        self.seq.head().map_or(0, |h| h.seq)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut best: Option<Instant> = self.close_deadline;
+        let mut consider = |t: Instant| best = Some(best.map_or(t, |b| b.min(t)));
+        if let Some(f) = &self.inflight {
+            for (i, o) in f.outcomes.iter().enumerate() {
+                if matches!(o, Outcome::Pending) {
+                    consider(f.started + self.slots[i].spec.timeout);
+                }
+            }
+        }
+        for s in &self.slots {
+            if let Some(j) = &s.job {
+                if !j.hung {
+                    consider(j.started + s.spec.timeout);
+                }
+            } else if let Some(t) = s.retry_at {
+                if !s.failed && s.durable < self.head_seq() {
+                    consider(t);
+                }
+            }
+        }
+        best
+    }
+
+    async fn start_batch(&mut self, mut pendings: Vec<Pending>) {
+        let mut bytes: usize = pendings.iter().map(|p| p.body.len()).sum();
+        let linger_until = Instant::now() + self.config.linger;
+        loop {
+            if pendings.len() >= self.config.batch_max_records
+                || bytes >= self.config.batch_max_bytes
+            {
+                break;
+            }
+            let msg = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Empty) if !self.config.linger.is_zero() => {
+                    match tokio::time::timeout_at(linger_until, self.rx.recv()).await {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            match msg {
+                Some(Msg::Append(p)) => {
+                    bytes += p.body.len();
+                    pendings.push(p);
+                }
+                Some(Msg::Close(w)) => {
+                    self.close_waiters.push(w);
+                    self.rx.close();
+                }
+                None => break,
+            }
+        }
+        let prev_head = self.seq.head();
+        let marker_bodies = std::mem::take(&mut self.markers);
+        let mut waiters = Vec::with_capacity(pendings.len());
+        let first = self.seq.next_seq();
+        for body in &marker_bodies {
+            let r = self.seq.seal(body);
+            self.retention.push(r);
+        }
+        for p in pendings {
+            let r = self.seq.seal(&p.body);
+            waiters.push(Waiter {
+                seq: r.seq(),
+                hash: r.hash(),
+                durability: p.durability,
+                reply: Some(p.reply),
+            });
+            self.retention.push(r);
+        }
+        let last = self.seq.next_seq() - 1;
+        if last < first {
+            return;
+        }
+        let now = Instant::now();
+        let outcomes = self
+            .slots
+            .iter()
+            .map(|s| {
+                if s.failed {
+                    Outcome::Failed {
+                        clean: true,
+                        reason: "failed".into(),
+                    }
+                } else if s.job.as_ref().is_some_and(|j| j.hung) {
+                    Outcome::TimedOut
+                } else if s.job.is_none() && s.retry_at.is_some_and(|t| t > now) {
+                    Outcome::Failed {
+                        clean: true,
+                        reason: s
+                            .health
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "retrying".into()),
+                    }
+                } else {
+                    Outcome::Pending
+                }
+            })
+            .collect();
+        self.inflight = Some(InFlight {
+            first,
+            last,
+            prev_head,
+            marker_bodies,
+            started: now,
+            outcomes,
+            waiters,
+        });
+        for i in 0..self.slots.len() {
+            self.dispatch(i);
+        }
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        let head = self.head_seq();
+        let now = Instant::now();
+        let slot = &self.slots[i];
+        if slot.failed
+            || slot.job.is_some()
+            || slot.durable >= head
+            || slot.retry_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        let from = slot.durable + 1;
+        let Some(source) = self.retention.source(
+            from,
+            self.config.batch_max_records.max(1024),
+            self.config.batch_max_bytes,
+        ) else {
+            self.fail_slot(i, format!("records from {from} are no longer retained"));
+            return;
+        };
+        let sink = self.slots[i].spec.sink.clone();
+        let done = self.done_tx.clone();
+        let max = self.config.batch_max_records.max(1024);
+        self.slots[i].job = Some(Job {
+            started: now,
+            first: from,
+            hung: false,
+        });
+        tokio::spawn(async move {
+            let (last, result) = run_job(sink.as_ref(), source, max).await;
+            let _ = done.send(JobDone {
+                slot: i,
+                last,
+                result,
+            });
+        });
+    }
+
+    fn on_done(&mut self, done: JobDone) {
+        let i = done.slot;
+        let job = self.slots[i].job.take();
+        let job_first = job.as_ref().map_or(0, |j| j.first);
+        match done.result {
+            Ok(()) => {
+                let slot = &mut self.slots[i];
+                slot.durable = done.last;
+                slot.retry_at = None;
+                if let Some(t) = slot.health.success(self.config.recovery_successes) {
+                    log_transition(&slot.health, t.from, t.to, None);
+                }
+            }
+            Err(SinkError::NotContiguous { head, .. }) => {
+                // The sink holds more (or less) than we thought: a write we
+                // counted as failed may have landed. Adopt its head only if it is
+                // exactly a record of our chain.
+                let ok = head.is_some_and(|h| {
+                    h.seq <= self.head_seq() && self.retention_hash(h.seq) == Some(h.hash)
+                });
+                match head {
+                    Some(h) if ok => {
+                        tracing::warn!(
+                            sink = self.slots[i].name(),
+                            seq = h.seq,
+                            "sink head moved; resuming from it"
+                        );
+                        self.slots[i].durable = h.seq;
+                    }
+                    _ => self.fail_slot(i, format!("sink head {head:?} is not on this chain")),
+                }
+            }
+            Err(e) => {
+                let clean = e.is_clean();
+                let reason = e.to_string();
+                let slot = &mut self.slots[i];
+                let backoff = self
+                    .config
+                    .retry_min
+                    .saturating_mul(1u32 << slot.health.consecutive_failures.min(16) as u32)
+                    .min(self.config.retry_max);
+                slot.retry_at = Some(Instant::now() + backoff);
+                if let Some(t) = slot.health.failure(reason.clone()) {
+                    log_transition(&slot.health, t.from, t.to, Some(&reason));
+                } else {
+                    tracing::debug!(sink = slot.name(), error = %reason, "sink write failed");
+                }
+                if let Some(f) = &mut self.inflight {
+                    if matches!(f.outcomes[i], Outcome::Pending | Outcome::TimedOut) {
+                        // A job that never reached this batch's records left them untouched.
+                        let touched = done.last >= f.first && job_first <= f.last;
+                        f.outcomes[i] = Outcome::Failed {
+                            clean: clean || !touched,
+                            reason,
+                        };
+                    }
+                }
+            }
+        }
+        if let Some(f) = &mut self.inflight {
+            if self.slots[i].durable >= f.last {
+                f.outcomes[i] = Outcome::Stored;
+            }
+        }
+    }
+
+    fn retention_hash(&self, seq: u64) -> Option<Hash32> {
+        match self.retention.source(seq, 1, usize::MAX)? {
+            JobSource::Memory(v) => v.first().filter(|r| r.seq() == seq).map(Record::hash),
+            JobSource::Spool { .. } => None,
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let timeout = self.slots[i].spec.timeout;
+            let mut timed_out = false;
+            if let Some(j) = &mut self.slots[i].job {
+                if !j.hung && now >= j.started + timeout {
+                    j.hung = true;
+                    timed_out = true;
+                }
+            }
+            if let Some(f) = &mut self.inflight {
+                if matches!(f.outcomes[i], Outcome::Pending) && now >= f.started + timeout {
+                    f.outcomes[i] = Outcome::TimedOut;
+                    timed_out = true;
+                }
+            }
+            if timed_out {
+                let reason = format!("timed out after {timeout:?}");
+                let slot = &mut self.slots[i];
+                if let Some(t) = slot.health.failure(reason.clone()) {
+                    log_transition(&slot.health, t.from, t.to, Some(&reason));
+                }
+            }
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            self.close_deadline = Some(now);
+        }
+    }
+
+    fn fail_slot(&mut self, i: usize, reason: String) {
+        let head = self.head_seq();
+        let slot = &mut self.slots[i];
+        if slot.failed {
+            return;
+        }
+        slot.failed = true;
+        tracing::error!(sink = slot.name(), durable = slot.durable, head, reason = %reason, "sink dropped from the audit log");
+        if let Some(t) = slot.health.fail_permanently(reason.clone()) {
+            log_transition(&slot.health, t.from, t.to, Some(&reason));
+        }
+        #[derive(Serialize)]
+        struct Gap<'a> {
+            timestamp: chrono::DateTime<chrono::Utc>,
+            sink: &'a str,
+            lacks_from: u64,
+            head_at_failure: u64,
+            reason: &'a str,
+        }
+        let mut body = Vec::new();
+        let gap = Gap {
+            timestamp: chrono::Utc::now(),
+            sink: slot.spec.sink.name(),
+            lacks_from: slot.durable + 1,
+            head_at_failure: head,
+            reason: &reason,
+        };
+        if encode_marker_body("sink_gap", &gap, &mut body).is_ok() {
+            self.markers.push(body);
+        }
+        if let Some(f) = &mut self.inflight {
+            if matches!(f.outcomes[i], Outcome::Pending | Outcome::TimedOut) {
+                f.outcomes[i] = Outcome::Failed {
+                    clean: true,
+                    reason,
+                };
+            }
+        }
+    }
+
+    async fn after_event(&mut self) {
+        // Health first, so a producer that wakes on its receipt sees it.
+        self.publish();
+        self.evaluate();
+        for i in 0..self.slots.len() {
+            self.dispatch(i);
+        }
+        if self.inflight.is_none() {
+            self.relieve_retention().await;
+        }
+        self.publish();
+    }
+
+    /// Resolves receipts whose policy is met, and settles the batch once its
+    /// fate is known on every sink.
+    fn evaluate(&mut self) {
+        let Some(f) = &mut self.inflight else { return };
+        let k = self.config.min_durable_sinks;
+        let mut stored = 0;
+        let mut pending = 0;
+        let mut required_failed = false;
+        let mut required_all_stored = true;
+        for (o, s) in f.outcomes.iter().zip(&self.slots) {
+            match o {
+                Outcome::Stored => stored += 1,
+                Outcome::Pending => pending += 1,
+                Outcome::Failed { .. } | Outcome::TimedOut => {}
+            }
+            if s.spec.role == Role::Required {
+                match o {
+                    Outcome::Stored => {}
+                    Outcome::Pending => required_all_stored = false,
+                    _ => {
+                        required_all_stored = false;
+                        required_failed = true;
+                    }
+                }
+            }
+        }
+        let threshold_met = stored >= k;
+        let threshold_impossible = stored + pending < k;
+        let mut unresolved = 0;
+        for w in &mut f.waiters {
+            if w.reply.is_none() {
+                continue;
+            }
+            let (ok, failed) = match w.durability {
+                Durability::Threshold => (threshold_met, threshold_impossible),
+                Durability::AllRequired => (
+                    threshold_met && required_all_stored,
+                    threshold_impossible || required_failed,
+                ),
+            };
+            if ok {
+                if let Some(tx) = w.reply.take() {
+                    let _ = tx.send(Ok(Receipt {
+                        seq: w.seq,
+                        hash: w.hash,
+                    }));
+                }
+            } else if !failed {
+                unresolved += 1;
+            }
+        }
+        // Waiters that failed are answered at settlement, when we know whether
+        // their records stay in the chain: at once if some sink stored them,
+        // otherwise when no sink may still be storing them.
+        let settled = unresolved == 0 && (pending == 0 || stored > 0);
+        if !settled {
+            return;
+        }
+        let Some(f) = self.inflight.take() else {
+            return;
+        };
+        let in_doubt = f.outcomes.iter().any(|o| {
+            matches!(
+                o,
+                Outcome::TimedOut | Outcome::Pending | Outcome::Failed { clean: false, .. }
+            )
+        });
+        let kept = stored > 0 || in_doubt;
+        let detail = f
+            .outcomes
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(o, s)| match o {
+                Outcome::Failed { reason, .. } => Some(format!("{}: {reason}", s.name())),
+                Outcome::TimedOut => Some(format!(
+                    "{}: timed out after {:?}",
+                    s.name(),
+                    s.spec.timeout
+                )),
+                Outcome::Pending => Some(format!("{}: still writing", s.name())),
+                Outcome::Stored => None,
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !kept {
+            self.seq = Sequencer::resume(f.prev_head);
+            self.retention
+                .truncate_after(f.prev_head.map_or(0, |h| h.seq));
+            // Markers were not stored either; they go into the next batch.
+            let mut bodies = f.marker_bodies;
+            bodies.append(&mut self.markers);
+            self.markers = bodies;
+            tracing::warn!(first = f.first, last = f.last, detail = %detail, "batch stored on no sink; rolled back");
+        }
+        for w in f.waiters {
+            if let Some(tx) = w.reply {
+                let _ = tx.send(Err(AppendError::NotDurable {
+                    seq: w.seq,
+                    durability: w.durability,
+                    kept,
+                    detail: detail.clone(),
+                }));
+            }
+        }
+    }
+
+    async fn relieve_retention(&mut self) {
+        let live_min = self
+            .slots
+            .iter()
+            .filter(|s| !s.failed)
+            .map(|s| s.durable)
+            .min()
+            .unwrap_or_else(|| self.head_seq());
+        self.retention.trim_through(live_min);
+        while let Some((path, records)) = self.retention.spill_plan(self.head_seq() + 1) {
+            let p = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let r = retention::write_chunk(&p, &records);
+                (r, records)
+            })
+            .await;
+            match written {
+                Ok((Ok(()), records)) => self.retention.add_chunk(path, &records),
+                Ok((Err(e), records)) => {
+                    tracing::warn!(error = %e, "could not spill to the spool; keeping records in memory");
+                    self.retention.unspill(records);
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spool task failed");
+                    break;
+                }
+            }
+        }
+        while self.retention.overflowing() {
+            let victim = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.failed && s.durable < self.head_seq())
+                .min_by_key(|(_, s)| s.durable)
+                .map(|(i, _)| i);
+            let Some(i) = victim else { break };
+            let bytes = self.retention.bytes();
+            self.fail_slot(i, format!("retention overflow: {bytes} bytes of records it lacks exceed memory and spool limits"));
+            let live_min = self
+                .slots
+                .iter()
+                .filter(|s| !s.failed)
+                .map(|s| s.durable)
+                .min()
+                .unwrap_or_else(|| self.head_seq());
+            self.retention.trim_through(live_min);
+        }
+    }
+
+    fn publish(&mut self) {
+        let head = self.head_seq();
+        let threshold = self.config.min_durable_sinks;
+        let slots = &mut self.slots;
+        self.health.send_if_modified(|snap| {
+            let mut changed = snap.head_seq != head;
+            snap.head_seq = head;
+            for (dst, slot) in snap.sinks.iter_mut().zip(slots.iter_mut()) {
+                slot.health.durable_seq = slot.durable;
+                slot.health.records_behind = head.saturating_sub(slot.durable);
+                if dst.durable_seq != slot.health.durable_seq
+                    || dst.state != slot.health.state
+                    || dst.total_failures != slot.health.total_failures
+                    || dst.consecutive_successes != slot.health.consecutive_successes
+                {
+                    *dst = slot.health.clone();
+                    changed = true;
+                }
+            }
+            snap.recompute_status(threshold);
+            changed
+        });
+    }
+}
+
+async fn run_job(sink: &dyn Sink, source: JobSource, max: usize) -> (u64, Result<(), SinkError>) {
+    let records = match source {
+        JobSource::Memory(v) => v,
+        JobSource::Spool { path, from, to } => {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || retention::read_chunk(&p, from, to, max))
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    return (
+                        0,
+                        Err(SinkError::Io {
+                            sink: sink.name().to_string(),
+                            op: "read spool",
+                            path,
+                            source: e.source,
+                        }),
+                    )
+                }
+                Err(e) => {
+                    return (
+                        0,
+                        Err(SinkError::Backend {
+                            sink: sink.name().to_string(),
+                            detail: format!("spool reader task failed: {e}"),
+                        }),
+                    )
+                }
+            }
+        }
+    };
+    let last = records.last().map_or(0, Record::seq);
+    let Some(batch) = RecordBatch::new(records) else {
+        return (
+            0,
+            Err(SinkError::Backend {
+                sink: sink.name().to_string(),
+                detail: "internal: catch-up records are not contiguous".into(),
+            }),
+        );
+    };
+    (last, sink.append(&batch).await)
+}
+
+fn log_transition(health: &SinkHealth, from: HealthState, to: HealthState, error: Option<&str>) {
+    let sink = health.name.as_str();
+    let (failures, successes) = (health.consecutive_failures, health.consecutive_successes);
+    match to {
+        HealthState::Healthy => tracing::info!(sink, ?from, ?to, successes, "audit sink recovered"),
+        HealthState::Degraded => {
+            tracing::warn!(sink, ?from, ?to, failures, error, "audit sink degraded")
+        }
+        HealthState::Failed => tracing::error!(sink, ?from, ?to, error, "audit sink failed"),
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,272 @@
+//! Records some sink still lacks: newest in memory, oldest in a bounded spool.
+//!
+//! The spool is a catch-up buffer, not a durability promise: every record in it
+//! is already durable on the sinks that acknowledged it, so it is never fsynced.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use crate::record::Record;
+
+/// Where the spool lives and how large it may grow.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// A directory this writer process owns alone.
+    pub dir: PathBuf,
+    /// The most bytes the spool may hold before the most lagging sink is
+    /// dropped from the log and a gap marker is chained.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug)]
+struct SpoolChunk {
+    first: u64,
+    last: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// What a catch-up job must write: records at hand, or a spool chunk to read.
+#[derive(Debug, Clone)]
+pub(crate) enum JobSource {
+    Memory(Vec<Record>),
+    Spool { path: PathBuf, from: u64, to: u64 },
+}
+
+#[derive(Debug)]
+pub(crate) struct Retention {
+    /// The sequence of the oldest retained record.
+    base: u64,
+    spooled: VecDeque<SpoolChunk>,
+    memory: VecDeque<Record>,
+    memory_bytes: usize,
+    memory_limit: usize,
+    spool: Option<SpoolConfig>,
+    spool_bytes: u64,
+    next_chunk: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("spool {}: {source}", path.display())]
+pub(crate) struct SpoolError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Retention {
+    pub(crate) fn new(next_seq: u64, memory_limit: usize, spool: Option<SpoolConfig>) -> Self {
+        Self {
+            base: next_seq,
+            spooled: VecDeque::new(),
+            memory: VecDeque::new(),
+            memory_bytes: 0,
+            memory_limit,
+            spool,
+            spool_bytes: 0,
+            next_chunk: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, record: Record) {
+        self.memory_bytes += record.line().len();
+        self.memory.push_back(record);
+    }
+
+    fn memory_base(&self) -> u64 {
+        match (self.memory.front(), self.spooled.back()) {
+            (Some(r), _) => r.seq(),
+            (None, Some(c)) => c.last + 1,
+            (None, None) => self.base,
+        }
+    }
+
+    /// Drops records after `seq` (a rolled-back batch, always still in memory).
+    pub(crate) fn truncate_after(&mut self, seq: u64) {
+        while self.memory.back().is_some_and(|r| r.seq() > seq) {
+            if let Some(r) = self.memory.pop_back() {
+                self.memory_bytes -= r.line().len();
+            }
+        }
+    }
+
+    /// Forgets records up to and including `seq`: every live sink holds them.
+    pub(crate) fn trim_through(&mut self, seq: u64) {
+        if seq < self.base {
+            return;
+        }
+        self.base = seq + 1;
+        while self.spooled.front().is_some_and(|c| c.last <= seq) {
+            if let Some(c) = self.spooled.pop_front() {
+                self.spool_bytes -= c.bytes;
+                if let Err(e) = fs::remove_file(&c.path) {
+                    tracing::warn!(path = %c.path.display(), error = %e, "could not remove spool chunk");
+                }
+            }
+        }
+        while self.memory.front().is_some_and(|r| r.seq() <= seq) {
+            if let Some(r) = self.memory.pop_front() {
+                self.memory_bytes -= r.line().len();
+            }
+        }
+    }
+
+    /// Total retained bytes, memory and spool.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.memory_bytes as u64 + self.spool_bytes
+    }
+
+    /// True when memory and spool together are over their bounds.
+    pub(crate) fn overflowing(&self) -> bool {
+        let spool_max = self.spool.as_ref().map_or(0, |s| s.max_bytes);
+        self.bytes() > self.memory_limit as u64 + spool_max
+    }
+
+    /// Records from `from` on, at most `max_records` and about `max_bytes`.
+    pub(crate) fn source(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<JobSource> {
+        if from < self.base {
+            return None;
+        }
+        if let Some(chunk) = self
+            .spooled
+            .iter()
+            .find(|c| c.first <= from && from <= c.last)
+        {
+            return Some(JobSource::Spool {
+                path: chunk.path.clone(),
+                from,
+                to: chunk.last,
+            });
+        }
+        let mb = self.memory_base();
+        if from < mb {
+            return None;
+        }
+        let start = usize::try_from(from - mb).ok()?;
+        if start >= self.memory.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for r in self.memory.range(start..) {
+            if !out.is_empty() && (out.len() >= max_records || bytes + r.line().len() > max_bytes) {
+                break;
+            }
+            bytes += r.line().len();
+            out.push(r.clone());
+        }
+        Some(JobSource::Memory(out))
+    }
+
+    /// Moves the oldest in-memory records below `below_seq` to the spool while
+    /// memory is over its limit. Blocking: call it off the async workers.
+    pub(crate) fn spill_plan(&mut self, below_seq: u64) -> Option<(PathBuf, Vec<Record>)> {
+        let spool = self.spool.as_ref()?;
+        if self.memory_bytes <= self.memory_limit {
+            return None;
+        }
+        let target = self.memory_bytes - self.memory_limit / 2;
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < target {
+            match self.memory.front() {
+                Some(r) if r.seq() < below_seq => {
+                    if let Some(r) = self.memory.pop_front() {
+                        bytes += r.line().len();
+                        taken.push(r);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if taken.is_empty() {
+            return None;
+        }
+        self.memory_bytes -= bytes;
+        let path = spool.dir.join(format!(
+            "spool-{:020}-{}.jsonl",
+            taken[0].seq(),
+            self.next_chunk
+        ));
+        self.next_chunk += 1;
+        Some((path, taken))
+    }
+
+    /// Registers a chunk written by [`write_chunk`].
+    pub(crate) fn add_chunk(&mut self, path: PathBuf, records: &[Record]) {
+        let bytes: u64 = records.iter().map(|r| r.line().len() as u64).sum();
+        if let (Some(f), Some(l)) = (records.first(), records.last()) {
+            self.spool_bytes += bytes;
+            self.spooled.push_back(SpoolChunk {
+                first: f.seq(),
+                last: l.seq(),
+                path,
+                bytes,
+            });
+        }
+    }
+
+    /// Puts records back in memory after a spill failed.
+    pub(crate) fn unspill(&mut self, records: Vec<Record>) {
+        for r in records.into_iter().rev() {
+            self.memory_bytes += r.line().len();
+            self.memory.push_front(r);
+        }
+    }
+}
+
+/// Writes a spool chunk. Blocking.
+pub(crate) fn write_chunk(path: &Path, records: &[Record]) -> Result<(), SpoolError> {
+    let wrap = |source| SpoolError {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(wrap)?;
+    }
+    let mut f = fs::File::create(path).map_err(wrap)?;
+    let mut buf = Vec::with_capacity(records.iter().map(|r| r.line().len()).sum());
+    for r in records {
+        buf.extend_from_slice(r.line());
+    }
+    f.write_all(&buf).map_err(wrap)
+}
+
+/// Reads records `from..=to` back from a spool chunk. Blocking.
+pub(crate) fn read_chunk(
+    path: &Path,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<Vec<Record>, SpoolError> {
+    let wrap = |source| SpoolError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = fs::File::open(path).map_err(wrap)?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).split(b'\n') {
+        let line = line.map_err(wrap)?;
+        let rec = Record::from_text(&line).map_err(|e| {
+            wrap(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })?;
+        if rec.seq() < from {
+            continue;
+        }
+        if rec.seq() > to || out.len() >= max {
+            break;
+        }
+        out.push(rec);
+    }
+    Ok(out)
+}

@@ -1,0 +1,550 @@
+//! The writer under fault injection: hysteresis, timeouts, catch-up, no gaps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_core::testing::{read_verified, sample_entry, Fault, FaultySink};
+use audit_core::{
+    AppendError, AuditLog, Durability, HealthState, MemorySink, OpenError, Record, Sink, SinkSpec,
+    SpoolConfig, WhenFull, WriterConfig,
+};
+
+fn quick_retry() -> WriterConfig {
+    WriterConfig {
+        retry_min: Duration::ZERO,
+        retry_max: Duration::ZERO,
+        ..WriterConfig::default()
+    }
+}
+
+fn texts(records: &[Record]) -> Vec<Vec<u8>> {
+    records.iter().map(|r| r.text().to_vec()).collect()
+}
+
+/// Records the writer's health transition events.
+#[derive(Clone, Default)]
+struct Transitions(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Transitions {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct V(String);
+        impl tracing::field::Visit for V {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if matches!(
+                    field.name(),
+                    "message" | "sink" | "from" | "to" | "successes" | "failures"
+                ) {
+                    self.0.push_str(&format!("{}={:?} ", field.name(), value));
+                }
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.record_debug(field, &value);
+            }
+        }
+        let mut v = V(String::new());
+        event.record(&mut v);
+        if v.0.contains("audit sink") {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(v.0.trim().replace('"', ""));
+        }
+    }
+}
+
+#[tokio::test]
+async fn hysteresis_transitions_happen_exactly_as_specified() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let events = Transitions::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let log = AuditLog::open(
+        quick_retry(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::required(b.clone())],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::FailNext(2));
+    let mut i = 0;
+    while log.health().sinks[1].state != HealthState::Healthy || i < 2 {
+        let _ = log
+            .append_with(&sample_entry(i), Durability::AllRequired)
+            .await;
+        i += 1;
+        assert!(i < 100, "sink b never recovered");
+    }
+    let h = log.health();
+    assert_eq!(h.sinks[1].total_failures, 2);
+    assert_eq!(h.sinks[1].consecutive_failures, 0);
+    assert!(h.sinks[1].consecutive_successes >= 3);
+    assert!(h.sinks[1]
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("on purpose")));
+    let json = serde_json::to_value(&h).expect("health serializes");
+    assert_eq!(json["sinks"][1]["state"], "healthy");
+    log.close().await;
+    assert_eq!(
+        events.0.lock().expect("lock").clone(),
+        vec![
+            "message=audit sink degraded sink=b from=Healthy to=Degraded failures=1".to_string(),
+            "message=audit sink recovered sink=b from=Degraded to=Healthy successes=3".to_string(),
+        ]
+    );
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b_inner.as_ref()).await)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_optional_sink_does_not_delay_appends() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b = FaultySink::new(Arc::new(MemorySink::new("b")));
+    let timeout = Duration::from_millis(500);
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![
+            SinkSpec::required(a.clone()),
+            SinkSpec::optional(b.clone()).with_timeout(timeout),
+        ],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::Hang);
+    let start = tokio::time::Instant::now();
+    for i in 0..20 {
+        log.append(&sample_entry(i))
+            .await
+            .expect("append succeeds without the optional sink");
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "appends waited for the hung sink"
+    );
+    b.set(Fault::None);
+    log.caught_up().await;
+    log.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_sink_needed_for_threshold_fails_append_at_its_timeout() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let timeout = Duration::from_millis(500);
+    let config = WriterConfig {
+        min_durable_sinks: 2,
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(
+        config,
+        vec![
+            SinkSpec::required(a.clone()),
+            SinkSpec::optional(b.clone()).with_timeout(timeout),
+        ],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::Hang);
+    let start = tokio::time::Instant::now();
+    let err = log
+        .append(&sample_entry(1))
+        .await
+        .expect_err("threshold of 2 cannot be met");
+    assert_eq!(start.elapsed(), timeout);
+    assert!(
+        matches!(
+            err,
+            AppendError::NotDurable {
+                seq: 1,
+                kept: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The next append does not wait for the hung sink again.
+    let start = tokio::time::Instant::now();
+    let err = log.append(&sample_entry(2)).await.expect_err("still hung");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(matches!(err, AppendError::NotDurable { seq: 2, .. }));
+    assert_eq!(log.health().sinks[1].state, HealthState::Degraded);
+    b.set(Fault::None);
+    log.caught_up().await;
+    let r = log
+        .append(&sample_entry(3))
+        .await
+        .expect("both sinks answer again");
+    assert_eq!(r.seq, 3);
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b_inner.as_ref()).await)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_sink_catches_up_with_same_bytes_and_no_gaps() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let log = AuditLog::open(
+        quick_retry(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::FailEvery(3));
+    let mut tasks = Vec::new();
+    for p in 0..20u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                log.append(&sample_entry(p * 100 + i))
+                    .await
+                    .expect("optional failures never fail appends");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("producer");
+    }
+    b.set(Fault::FailAlways);
+    for i in 0..50 {
+        log.append(&sample_entry(10_000 + i)).await.expect("append");
+    }
+    assert!(log.health().sinks[1].records_behind > 0);
+    b.set(Fault::None);
+    log.caught_up().await;
+    log.close().await;
+    assert!(b.injected_failures() > 0);
+    let ra = read_verified(a.as_ref()).await;
+    let rb = read_verified(b_inner.as_ref()).await;
+    assert_eq!(ra.len(), 550);
+    assert_eq!(texts(&ra), texts(&rb));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_producers_get_unique_contiguous_receipts() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b = Arc::new(MemorySink::new("b"));
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::required(b.clone())],
+    )
+    .await
+    .expect("open");
+    let mut tasks = Vec::new();
+    for p in 0..1000u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(100);
+            for i in 0..100 {
+                out.push(
+                    log.append(&sample_entry(p * 1000 + i))
+                        .await
+                        .expect("append"),
+                );
+            }
+            out
+        }));
+    }
+    let mut receipts = Vec::new();
+    for t in tasks {
+        receipts.extend(t.await.expect("producer"));
+    }
+    log.close().await;
+    receipts.sort_by_key(|r| r.seq);
+    assert_eq!(receipts.len(), 100_000);
+    for (i, r) in receipts.iter().enumerate() {
+        assert_eq!(
+            r.seq,
+            i as u64 + 1,
+            "receipts are not unique and contiguous"
+        );
+    }
+    for sink in [a, b] {
+        let stored = read_verified(sink.as_ref()).await;
+        assert_eq!(stored.len(), 100_000);
+        for r in &receipts {
+            assert_eq!(stored[(r.seq - 1) as usize].hash(), r.hash);
+        }
+    }
+}
+
+#[tokio::test]
+async fn restart_continues_the_chain() {
+    let a = Arc::new(MemorySink::new("a"));
+    let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
+        .await
+        .expect("open");
+    for i in 0..10 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    log.close().await;
+    let head = a.head().await.expect("head").expect("non-empty");
+    let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
+        .await
+        .expect("reopen");
+    let r = log.append(&sample_entry(11)).await.expect("append");
+    log.close().await;
+    assert_eq!(r.seq, 11);
+    let stored = read_verified(a.as_ref()).await;
+    assert_eq!(stored[10].prev(), audit_core::PrevHash::Hash(head.hash));
+}
+
+#[tokio::test]
+async fn start_up_backfills_a_sink_that_is_behind() {
+    let a = Arc::new(MemorySink::new("a"));
+    let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
+        .await
+        .expect("open");
+    for i in 0..50 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    log.close().await;
+    let b = Arc::new(MemorySink::new("b"));
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::required(b.clone())],
+    )
+    .await
+    .expect("open with backfill");
+    assert_eq!(log.health().sinks[1].durable_seq, 50);
+    log.append(&sample_entry(51)).await.expect("append");
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b.as_ref()).await)
+    );
+}
+
+#[tokio::test]
+async fn fork_at_start_up_is_refused() {
+    let a = Arc::new(MemorySink::new("alpha"));
+    let b = Arc::new(MemorySink::new("beta"));
+    for (sink, salt) in [(&a, 0u64), (&b, 500)] {
+        let log = AuditLog::open(
+            WriterConfig::default(),
+            vec![SinkSpec::required(sink.clone())],
+        )
+        .await
+        .expect("open");
+        for i in 0..5 {
+            log.append(&sample_entry(salt + i)).await.expect("append");
+        }
+        log.close().await;
+    }
+    let err = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::required(b.clone())],
+    )
+    .await
+    .expect_err("fork must be refused");
+    match &err {
+        OpenError::Fork { a, b, seq, .. } => {
+            assert_eq!((a.as_str(), b.as_str(), *seq), ("alpha", "beta", 5));
+        }
+        other => panic!("expected a fork, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("alpha") && msg.contains("beta") && msg.contains("sequence 5"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn batch_stored_nowhere_is_rolled_back_without_a_gap() {
+    let inner = Arc::new(MemorySink::new("only"));
+    let only = FaultySink::new(inner.clone());
+    let log = AuditLog::open(quick_retry(), vec![SinkSpec::required(only.clone())])
+        .await
+        .expect("open");
+    log.append(&sample_entry(0)).await.expect("first");
+    only.set(Fault::FailNext(1));
+    let err = log
+        .append(&sample_entry(1))
+        .await
+        .expect_err("injected failure");
+    assert!(
+        matches!(
+            err,
+            AppendError::NotDurable {
+                seq: 2,
+                kept: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let r = log
+        .append(&sample_entry(2))
+        .await
+        .expect("append after failure");
+    assert_eq!(
+        r.seq, 2,
+        "the failed record's sequence must be reused, not skipped"
+    );
+    log.close().await;
+    assert_eq!(read_verified(inner.as_ref()).await.len(), 2);
+}
+
+#[tokio::test]
+async fn retention_overflow_drops_the_lagging_sink_with_a_gap_marker() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let config = WriterConfig {
+        retention_memory_bytes: 8 * 1024,
+        ..quick_retry()
+    };
+    let log = AuditLog::open(
+        config.clone(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open");
+    log.append(&sample_entry(0)).await.expect("append");
+    b.set(Fault::FailAlways);
+    for i in 1..60 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    let health = log.health();
+    assert_eq!(health.sinks[1].state, HealthState::Failed);
+    log.close().await;
+    let stored = read_verified(a.as_ref()).await;
+    let marker = stored
+        .iter()
+        .find(|r| r.text().starts_with(b"{\"record_type\":\"sink_gap\""))
+        .expect("a gap marker is chained");
+    let m: serde_json::Value = serde_json::from_slice(marker.text()).expect("json");
+    assert_eq!(m["sink"], "b");
+    assert_eq!(m["lacks_from"], 2);
+    // Start-up backfills the dropped sink from the healthy replica.
+    b.set(Fault::None);
+    let log = AuditLog::open(
+        config,
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("reopen");
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b_inner.as_ref()).await)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_holds_what_memory_cannot_and_replays_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let config = WriterConfig {
+        retention_memory_bytes: 16 * 1024,
+        spool: Some(SpoolConfig {
+            dir: dir.path().join("spool"),
+            max_bytes: 64 << 20,
+        }),
+        ..quick_retry()
+    };
+    let log = AuditLog::open(
+        config,
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::FailAlways);
+    for i in 0..400 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    let spooled = std::fs::read_dir(dir.path().join("spool"))
+        .expect("spool dir")
+        .count();
+    assert!(
+        spooled > 0,
+        "records beyond the memory limit go to the spool"
+    );
+    assert_ne!(log.health().sinks[1].state, HealthState::Failed);
+    b.set(Fault::None);
+    log.caught_up().await;
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b_inner.as_ref()).await)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool"))
+            .expect("spool dir")
+            .count(),
+        0,
+        "spool is emptied once replayed"
+    );
+}
+
+#[tokio::test]
+async fn full_queue_fails_fast_when_configured() {
+    let inner = Arc::new(MemorySink::new("slow"));
+    let slow = FaultySink::new(inner);
+    let config = WriterConfig {
+        queue_capacity: 1,
+        when_full: WhenFull::FailFast,
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(config, vec![SinkSpec::required(slow.clone())])
+        .await
+        .expect("open");
+    slow.set(Fault::Hang);
+    let first = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(&sample_entry(1)).await }
+    });
+    slow.wait_for_calls(1).await;
+    let second = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(&sample_entry(2)).await }
+    });
+    // The second entry now waits in the one-slot queue; wait until it is there.
+    while log.health().queued < 1 {
+        tokio::task::yield_now().await;
+    }
+    let err = log
+        .append(&sample_entry(3))
+        .await
+        .expect_err("queue is full");
+    assert!(
+        matches!(err, AppendError::QueueFull { capacity: 1 }),
+        "{err}"
+    );
+    slow.set(Fault::None);
+    assert_eq!(first.await.expect("task").expect("first").seq, 1);
+    assert_eq!(second.await.expect("task").expect("second").seq, 2);
+    log.close().await;
+}
+
+#[tokio::test]
+async fn oversized_entry_is_refused_and_nothing_is_written() {
+    let a = Arc::new(MemorySink::new("a"));
+    let config = WriterConfig {
+        max_record_bytes: 4096,
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(config, vec![SinkSpec::required(a.clone())])
+        .await
+        .expect("open");
+    let mut e = sample_entry(1);
+    e.arguments = serde_json::json!({"blob": "x".repeat(10_000)});
+    assert!(matches!(
+        log.append(&e).await,
+        Err(AppendError::TooLarge { max: 4096, .. })
+    ));
+    assert_eq!(log.append(&sample_entry(2)).await.expect("append").seq, 1);
+    log.close().await;
+}

@@ -1,0 +1,1 @@
+//! auditlog facade (filled in by the writer issue).
