@@ -89,6 +89,8 @@ pub struct StoredRecord {
     pub text: Vec<u8>,
     /// Set when the stored item exceeded the reader's size limit and was skipped.
     pub oversized: Option<u64>,
+    /// The item ended without its terminator: a torn write at the end of a file.
+    pub incomplete: bool,
     /// Backend-specific facts that must agree with the text, e.g. SQLite's
     /// indexed columns. `None` where the backend stores nothing besides the text.
     pub columns: Option<Vec<(String, Option<String>)>>,
@@ -101,6 +103,7 @@ impl StoredRecord {
             location,
             text,
             oversized: None,
+            incomplete: false,
             columns: None,
         }
     }

@@ -1,0 +1,145 @@
+//! Segment files: naming, listing and finding the last line from the end.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Segment files are `audit-<first sequence, 20 digits>[.<n>].jsonl`, so that a
+/// plain name sort is chain order. The optional `.<n>` separates a fresh
+/// segment from a replaced one that took the same first sequence.
+pub const SEGMENT_PREFIX: &str = "audit-";
+/// The segment file extension.
+pub const SEGMENT_SUFFIX: &str = ".jsonl";
+
+/// One segment file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Segment {
+    /// The sequence the segment's first record should have.
+    pub first_seq: u64,
+    /// Disambiguator for segments sharing a first sequence.
+    pub generation: u32,
+    /// Its path.
+    pub path: PathBuf,
+}
+
+/// The file name of a segment.
+pub fn segment_name(first_seq: u64, generation: u32) -> String {
+    if generation == 0 {
+        format!("{SEGMENT_PREFIX}{first_seq:020}{SEGMENT_SUFFIX}")
+    } else {
+        format!("{SEGMENT_PREFIX}{first_seq:020}.{generation}{SEGMENT_SUFFIX}")
+    }
+}
+
+fn parse_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(SEGMENT_SUFFIX)?;
+    let (seq, generation) = match rest.split_once('.') {
+        Some((s, g)) => (s, g.parse().ok()?),
+        None => (rest, 0),
+    };
+    if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((seq.parse().ok()?, generation))
+}
+
+/// The segments in `dir`, in chain order. Other files are ignored.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((first_seq, generation)) = parse_name(name) {
+            out.push(Segment {
+                first_seq,
+                generation,
+                path: entry.path(),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Where the file's complete lines end, and the last complete line.
+#[derive(Debug)]
+pub struct Tail {
+    /// Length of the file up to and including the last newline.
+    pub complete_len: u64,
+    /// The file's length.
+    pub file_len: u64,
+    /// The last complete line without its newline, if any.
+    pub last_line: Option<Vec<u8>>,
+}
+
+/// Reads backwards from the end of `file` to find the last complete line,
+/// touching only the last line (and any torn bytes after it), never the rest.
+pub fn read_tail(file: &mut File, max_line: usize) -> io::Result<Tail> {
+    let file_len = file.metadata()?.len();
+    const CHUNK: u64 = 64 * 1024;
+    // Pass 1: the last newline.
+    let mut end = file_len;
+    let mut last_nl: Option<u64> = None;
+    let mut buf = Vec::new();
+    while end > 0 && last_nl.is_none() {
+        let start = end.saturating_sub(CHUNK);
+        read_at(file, start, (end - start) as usize, &mut buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            last_nl = Some(start + i as u64);
+        }
+        end = start;
+        if file_len - end > max_line as u64 + CHUNK && last_nl.is_none() {
+            break;
+        }
+    }
+    let Some(nl) = last_nl else {
+        return Ok(Tail {
+            complete_len: 0,
+            file_len,
+            last_line: None,
+        });
+    };
+    // Pass 2: the newline before it, bounded by the longest line we accept.
+    let mut line_start = 0u64;
+    let mut end = nl;
+    let mut found = false;
+    while end > 0 && !found {
+        let start = end
+            .saturating_sub(CHUNK)
+            .max(nl.saturating_sub(max_line as u64 + 1));
+        read_at(file, start, (end - start) as usize, &mut buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            line_start = start + i as u64 + 1;
+            found = true;
+        }
+        if start == nl.saturating_sub(max_line as u64 + 1) && !found && start > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("last line is longer than {max_line} bytes"),
+            ));
+        }
+        end = start;
+    }
+    let mut line = Vec::new();
+    read_at(file, line_start, (nl - line_start) as usize, &mut line)?;
+    Ok(Tail {
+        complete_len: nl + 1,
+        file_len,
+        last_line: Some(line),
+    })
+}
+
+fn read_at(file: &mut File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    buf.resize(len, 0);
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
+/// fsyncs a directory so that a created, renamed or removed entry is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,395 @@
+//! The blocking half of the file sink: recovery, rotation, identity checks and
+//! the one-write-one-fdatasync append. Runs on tokio's blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use audit_core::{ChainHead, Location, Record, RecordBatch, SinkError};
+
+use crate::config::FileSinkConfig;
+use crate::segments::{list_segments, read_tail, segment_name, sync_dir};
+
+struct Active {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    dev: u64,
+    ino: u64,
+    opened: Instant,
+    /// Age carried over from before a reopen, so age-based rotation survives restarts.
+    age_at_open: std::time::Duration,
+    /// Created by this writer and not yet made durable in its directory.
+    dir_entry_pending: bool,
+}
+
+pub(crate) struct SegmentWriter {
+    cfg: FileSinkConfig,
+    active: Option<Active>,
+    head: Option<ChainHead>,
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+}
+
+impl SegmentWriter {
+    pub(crate) fn open(cfg: FileSinkConfig) -> Result<Self, SinkError> {
+        let mut w = Self {
+            cfg,
+            active: None,
+            head: None,
+            poisoned: None,
+            buf: Vec::new(),
+        };
+        w.load()?;
+        Ok(w)
+    }
+
+    pub(crate) fn head(&self) -> Option<ChainHead> {
+        self.head
+    }
+
+    fn io(&self, op: &'static str, path: &Path, source: io::Error) -> SinkError {
+        SinkError::Io {
+            sink: self.cfg.name.clone(),
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Finds the head from disk: recovers the active segment's tail, then reads
+    /// its last line (or the previous segment's, if the active one is empty).
+    fn load(&mut self) -> Result<(), SinkError> {
+        let dir = self.cfg.dir.clone();
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| self.io("create directory", &dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|e| self.io("fsync directory", parent, e))?;
+            }
+        }
+        let segments = list_segments(&dir).map_err(|e| self.io("list", &dir, e))?;
+        self.active = None;
+        self.head = None;
+        let Some(last) = segments.last() else {
+            return Ok(());
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&last.path)
+            .map_err(|e| self.io("open", &last.path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io("stat", &last.path, e))?;
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        let mut active = Active {
+            file,
+            path: last.path.clone(),
+            len: meta.len(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            opened: Instant::now(),
+            age_at_open: age,
+            dir_entry_pending: false,
+        };
+        let mut last_line = self.recover_tail(&mut active)?;
+        self.active = Some(active);
+        // An empty active segment (rotated, nothing written yet): the head is
+        // the end of the segment before it.
+        for seg in segments.iter().rev().skip(1) {
+            if last_line.is_some() {
+                break;
+            }
+            let mut f = File::open(&seg.path).map_err(|e| self.io("open", &seg.path, e))?;
+            let tail = read_tail(&mut f, self.cfg.max_record_bytes)
+                .map_err(|e| self.io("read tail", &seg.path, e))?;
+            if tail.complete_len != tail.file_len {
+                return Err(SinkError::Corrupt {
+                    sink: self.cfg.name.clone(),
+                    location: Location::Line {
+                        path: seg.path.clone(),
+                        line: 0,
+                        offset: tail.complete_len,
+                    },
+                    detail: "a closed segment ends with a partial line".into(),
+                });
+            }
+            last_line = tail
+                .last_line
+                .map(|l| (seg.path.clone(), tail.complete_len - l.len() as u64 - 1, l));
+        }
+        if let Some((path, offset, line)) = last_line {
+            let rec = Record::from_text(&line).map_err(|e| SinkError::Corrupt {
+                sink: self.cfg.name.clone(),
+                location: Location::Line {
+                    path,
+                    line: 0,
+                    offset,
+                },
+                detail: format!(
+                    "the last record does not verify, refusing to append after it: {e}"
+                ),
+            })?;
+            self.head = Some(rec.head());
+        }
+        Ok(())
+    }
+
+    /// Moves a partial last line to a quarantine file and truncates the segment
+    /// back to its last complete record. Returns the last complete line.
+    fn recover_tail(
+        &self,
+        active: &mut Active,
+    ) -> Result<Option<(PathBuf, u64, Vec<u8>)>, SinkError> {
+        let tail = read_tail(&mut active.file, self.cfg.max_record_bytes)
+            .map_err(|e| self.io("read tail", &active.path, e))?;
+        if tail.complete_len < tail.file_len {
+            let torn_len = tail.file_len - tail.complete_len;
+            let mut torn = vec![0u8; torn_len as usize];
+            {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = &active.file;
+                f.seek(SeekFrom::Start(tail.complete_len))
+                    .and_then(|_| f.read_exact(&mut torn))
+                    .map_err(|e| self.io("read torn tail", &active.path, e))?;
+            }
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+            let qpath = active.path.with_file_name(format!(
+                "{}.torn-{stamp}",
+                active
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("segment")
+            ));
+            let mut q = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&qpath)
+                .map_err(|e| self.io("create quarantine file", &qpath, e))?;
+            q.write_all(&torn)
+                .and_then(|_| q.sync_all())
+                .map_err(|e| self.io("write quarantine file", &qpath, e))?;
+            sync_dir(&self.cfg.dir).map_err(|e| self.io("fsync directory", &self.cfg.dir, e))?;
+            active
+                .file
+                .set_len(tail.complete_len)
+                .and_then(|_| active.file.sync_data())
+                .map_err(|e| self.io("truncate torn tail", &active.path, e))?;
+            active.len = tail.complete_len;
+            tracing::warn!(
+                sink = %self.cfg.name,
+                segment = %active.path.display(),
+                offset = tail.complete_len,
+                bytes = torn_len,
+                quarantine = %qpath.display(),
+                "partial last line moved to quarantine; log truncated to its last complete record"
+            );
+        }
+        Ok(tail.last_line.map(|l| {
+            (
+                active.path.clone(),
+                tail.complete_len - l.len() as u64 - 1,
+                l,
+            )
+        }))
+    }
+
+    /// Checks that the active segment is still the file at its path.
+    fn check_identity(&mut self) -> Result<(), SinkError> {
+        let Some(active) = &self.active else {
+            return Ok(());
+        };
+        let what = match fs::metadata(&active.path) {
+            Ok(m) if m.dev() == active.dev && m.ino() == active.ino => return Ok(()),
+            Ok(_) => "replaced by another file",
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "deleted or renamed",
+            Err(e) => return Err(self.io("stat", &active.path.clone(), e)),
+        };
+        let path = active.path.clone();
+        tracing::error!(
+            sink = %self.cfg.name,
+            segment = %path.display(),
+            "active segment was {what}; continuing in a fresh segment linked to the last durable record"
+        );
+        self.active = None;
+        Err(SinkError::Backend {
+            sink: self.cfg.name.clone(),
+            detail: format!(
+                "active segment {} was {what}; nothing was written to it, the next batch starts a fresh segment",
+                path.display()
+            ),
+        })
+    }
+
+    fn should_rotate(&self, active: &Active) -> bool {
+        if active.len == 0 {
+            return false;
+        }
+        let by_size = self.cfg.max_segment_bytes.is_some_and(|m| active.len >= m);
+        let by_age = self
+            .cfg
+            .max_segment_age
+            .is_some_and(|m| active.age_at_open + active.opened.elapsed() >= m);
+        by_size || by_age
+    }
+
+    fn create_segment(&mut self, first_seq: u64) -> Result<(), SinkError> {
+        let mut generation = 0u32;
+        loop {
+            let path = self.cfg.dir.join(segment_name(first_seq, generation));
+            match OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    let meta = file.metadata().map_err(|e| self.io("stat", &path, e))?;
+                    self.active = Some(Active {
+                        file,
+                        path,
+                        len: 0,
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        opened: Instant::now(),
+                        age_at_open: std::time::Duration::ZERO,
+                        dir_entry_pending: true,
+                    });
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && generation < 1000 => {
+                    generation += 1
+                }
+                Err(e) => return Err(self.io("create segment", &path, e)),
+            }
+        }
+    }
+
+    pub(crate) fn append(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        if let Some(why) = self.poisoned.take() {
+            tracing::warn!(sink = %self.cfg.name, reason = %why, "re-reading the log from disk after a failed write");
+            if let Err(e) = self.load() {
+                self.poisoned = Some(why);
+                return Err(e);
+            }
+        }
+        batch.check_continues(&self.cfg.name, self.head)?;
+        for r in batch.records() {
+            if r.text().len() > self.cfg.max_record_bytes {
+                return Err(SinkError::Backend {
+                    sink: self.cfg.name.clone(),
+                    detail: format!(
+                        "record {} is {} bytes, over this sink's {}-byte limit",
+                        r.seq(),
+                        r.text().len(),
+                        self.cfg.max_record_bytes
+                    ),
+                });
+            }
+        }
+        self.check_identity()?;
+        if self.active.as_ref().is_some_and(|a| self.should_rotate(a)) {
+            self.active = None;
+        }
+        if self.active.is_none() {
+            self.create_segment(batch.first().seq())?;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for r in batch.records() {
+            buf.extend_from_slice(r.line());
+        }
+        let result = self.write_durably(&buf);
+        self.buf = buf;
+        result?;
+        self.head = Some(batch.last().head());
+        Ok(())
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> Result<(), SinkError> {
+        let faults = self.cfg.faults.clone();
+        let sync = self.cfg.sync;
+        let Some(active) = self.active.as_mut() else {
+            return Err(SinkError::Backend {
+                sink: self.cfg.name.clone(),
+                detail: "internal: no active segment".into(),
+            });
+        };
+        let old_len = active.len;
+        let written = match faults.as_ref().and_then(|f| f.take_torn_write()) {
+            Some(n) => active
+                .file
+                .write_all(&buf[..n.min(buf.len())])
+                .and_then(|_| Err(io::Error::from_raw_os_error(28))),
+            None => active.file.write_all(buf),
+        };
+        let result = written.map_err(|e| ("write", e)).and_then(|_| {
+            if !sync {
+                return Ok(());
+            }
+            match faults.as_ref().and_then(|f| f.sync_fault()) {
+                Some(e) => Err(e),
+                None => active.file.sync_data(),
+            }
+            .map_err(|e| ("fdatasync", e))
+        });
+        if let Err((op, e)) = result {
+            let path = active.path.clone();
+            // Undo: cut the file back to its last acknowledged byte and make that
+            // durable. Only then is the failure clean (nothing of the batch left).
+            let undo = match faults.as_ref().and_then(|f| f.truncate_fault()) {
+                Some(e) => Err(e),
+                None => active
+                    .file
+                    .set_len(old_len)
+                    .and_then(|_| active.file.sync_data()),
+            };
+            return Err(match undo {
+                Ok(()) => self.io(op, &path, e),
+                Err(undo_err) => {
+                    let detail = format!(
+                        "{op} of {} failed ({e}) and truncating back to byte {old_len} failed too ({undo_err})",
+                        path.display()
+                    );
+                    self.poisoned = Some(detail.clone());
+                    SinkError::Poisoned {
+                        sink: self.cfg.name.clone(),
+                        detail,
+                    }
+                }
+            });
+        }
+        active.len = old_len + buf.len() as u64;
+        if active.dir_entry_pending {
+            let dir = self.cfg.dir.clone();
+            if let Err(e) = sync_dir(&dir) {
+                let detail = format!(
+                    "fsync of directory {} failed after creating a segment: {e}",
+                    dir.display()
+                );
+                self.poisoned = Some(detail.clone());
+                return Err(SinkError::Poisoned {
+                    sink: self.cfg.name.clone(),
+                    detail,
+                });
+            }
+            if let Some(a) = self.active.as_mut() {
+                a.dir_entry_pending = false;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! Disk full on a real, small tmpfs: appends fail cleanly, then recover once
+//! space returns, with the chain intact. Needs root to mount; skipped otherwise.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use audit_core::testing::{read_verified, sample_entry};
+use audit_core::{AppendError, AuditLog, SinkSpec, WriterConfig};
+use sink_file::{FileSink, FileSinkConfig};
+
+struct Mount<'a>(&'a Path);
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_fails_cleanly_and_recovers() {
+    if !is_root() {
+        eprintln!("SKIPPED disk_full_fails_cleanly_and_recovers: mounting a tmpfs needs root");
+        return;
+    }
+    let base = tempfile::tempdir().expect("tempdir");
+    let mnt = base.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mount tmpfs failed although running as root");
+    let _mount = Mount(&mnt);
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 1 << 20]).expect("filler");
+
+    let config = WriterConfig {
+        retry_min: std::time::Duration::ZERO,
+        retry_max: std::time::Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let sink = Arc::new(
+        FileSink::open(FileSinkConfig::new("small", mnt.join("log")))
+            .await
+            .expect("open"),
+    );
+    let log = AuditLog::open(config, vec![SinkSpec::required(sink.clone())])
+        .await
+        .expect("open log");
+    let mut acked = Vec::new();
+    let mut first_error = None;
+    for i in 0..100_000 {
+        match log.append(&sample_entry(i)).await {
+            Ok(r) => acked.push(r),
+            Err(e) => {
+                first_error = Some(e);
+                break;
+            }
+        }
+    }
+    let err = first_error.expect("the disk never filled up");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, AppendError::NotDurable { kept: false, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("No space left on device") && msg.contains("small"),
+        "unclear error: {msg}"
+    );
+    // Still full: still a clean failure.
+    assert!(log.append(&sample_entry(1_000_000)).await.is_err());
+
+    std::fs::remove_file(&filler).expect("free space");
+    let r = log
+        .append(&sample_entry(2_000_000))
+        .await
+        .expect("append after space returns");
+    assert_eq!(r.seq, acked.len() as u64 + 1, "no gap after the failures");
+    log.close().await;
+
+    let stored = read_verified(sink.as_ref()).await;
+    assert_eq!(stored.len(), acked.len() + 1);
+    for a in &acked {
+        assert_eq!(stored[(a.seq - 1) as usize].hash(), a.hash);
+    }
+    eprintln!(
+        "disk full after {} records; recovered with the chain intact",
+        acked.len()
+    );
+}

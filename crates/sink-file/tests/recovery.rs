@@ -1,0 +1,250 @@
+//! Torn tails, failed writes, rotation and files changing underneath.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use audit_core::testing::{read_all, read_verified, sample_records};
+use audit_core::{RecordBatch, Sink, SinkError};
+use sink_file::fault::IoFaults;
+use sink_file::segments::list_segments;
+use sink_file::{FileLog, FileSink, FileSinkConfig};
+
+fn batch(records: &[audit_core::Record]) -> RecordBatch {
+    RecordBatch::new(records.to_vec()).expect("contiguous")
+}
+
+#[tokio::test]
+async fn torn_tail_is_quarantined_and_the_next_record_is_not_glued_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 10);
+    {
+        let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+            .await
+            .expect("open");
+        sink.append(&batch(&recs[..5])).await.expect("append");
+    }
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    // A crash mid-write: half of record 6, no newline.
+    let half = &recs[5].line()[..recs[5].line().len() / 2];
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open")
+        .write_all_compat(half);
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("reopen recovers");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[4].head()));
+    let quarantined: Vec<_> = fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(fs::read(quarantined[0].path()).expect("read"), half);
+    sink.append(&batch(&recs[5..]))
+        .await
+        .expect("append after recovery");
+    assert_eq!(read_verified(&sink).await.len(), 10);
+}
+
+trait WriteAllCompat {
+    fn write_all_compat(self, data: &[u8]);
+}
+
+impl WriteAllCompat for fs::File {
+    fn write_all_compat(mut self, data: &[u8]) {
+        use std::io::Write;
+        self.write_all(data).expect("write");
+    }
+}
+
+#[tokio::test]
+async fn failed_writes_and_fsyncs_leave_no_partial_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(IoFaults::new());
+    let mut config = FileSinkConfig::new("f", dir.path());
+    config.faults = Some(faults.clone());
+    let sink = FileSink::open(config.clone()).await.expect("open");
+    let recs = sample_records(None, 9);
+    sink.append(&batch(&recs[..3])).await.expect("append");
+
+    faults.tear_next_write(100);
+    let err = sink
+        .append(&batch(&recs[3..6]))
+        .await
+        .expect_err("torn write");
+    assert!(matches!(err, SinkError::Io { op: "write", .. }), "{err}");
+    assert!(err.is_clean());
+    assert!(
+        err.to_string().contains(dir.path().to_str().expect("utf8")),
+        "error names the file: {err}"
+    );
+
+    faults.fail_syncs(1);
+    let err = sink
+        .append(&batch(&recs[3..6]))
+        .await
+        .expect_err("failed fsync");
+    assert!(
+        matches!(
+            err,
+            SinkError::Io {
+                op: "fdatasync",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Nothing of the failed batches is on disk; the same batch goes through now.
+    assert_eq!(read_all(&sink, 0).await.len(), 3);
+    sink.append(&batch(&recs[3..6]))
+        .await
+        .expect("append after failures");
+
+    // A failure whose clean-up fails too poisons the sink until it re-reads the disk.
+    faults.tear_next_write(50);
+    faults.fail_truncates(1);
+    let err = sink.append(&batch(&recs[6..])).await.expect_err("poisoned");
+    assert!(!err.is_clean(), "{err}");
+    drop(sink);
+    let sink = FileSink::open(config)
+        .await
+        .expect("reopen quarantines the torn bytes");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[5].head()));
+    sink.append(&batch(&recs[6..])).await.expect("append");
+    assert_eq!(read_verified(&sink).await.len(), 9);
+}
+
+#[tokio::test]
+async fn rotation_spans_segments_and_the_chain_continues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FileSinkConfig::new("f", dir.path());
+    config.max_segment_bytes = Some(4 * 1024);
+    let recs = sample_records(None, 60);
+    {
+        let sink = FileSink::open(config.clone()).await.expect("open");
+        for chunk in recs.chunks(4) {
+            sink.append(&batch(chunk)).await.expect("append");
+        }
+    }
+    let segs = list_segments(dir.path()).expect("list");
+    assert!(segs.len() >= 3, "only {} segments", segs.len());
+    for s in &segs {
+        let mode = fs::metadata(&s.path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", s.path.display());
+    }
+    // Each segment's name is the sequence of its first record.
+    for s in &segs {
+        let first = read_all(&FileLog::open(&s.path), 0).await;
+        let rec = audit_core::Record::from_text(&first[0].text).expect("record");
+        assert_eq!(rec.seq(), s.first_seq);
+    }
+    let sink = FileSink::open(config).await.expect("reopen");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[59].head()));
+    let all = read_verified(&sink).await;
+    assert_eq!(all.len(), 60);
+    let mid = read_all(&sink, 33).await;
+    assert_eq!(mid.len(), 28);
+}
+
+#[tokio::test]
+async fn deleted_active_segment_is_detected_and_a_fresh_one_links_to_the_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("open");
+    let recs = sample_records(None, 8);
+    sink.append(&batch(&recs[..4])).await.expect("append");
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    fs::remove_file(&seg).expect("delete");
+    let err = sink
+        .append(&batch(&recs[4..6]))
+        .await
+        .expect_err("deleted segment must be reported");
+    assert!(err.to_string().contains("deleted"), "{err}");
+    sink.append(&batch(&recs[4..6]))
+        .await
+        .expect("continues in a fresh segment");
+    sink.append(&batch(&recs[6..])).await.expect("append");
+    let segs = list_segments(dir.path()).expect("list");
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].first_seq, 5);
+    let stored = read_all(&sink, 0).await;
+    let first = audit_core::Record::from_text(&stored[0].text).expect("record");
+    assert_eq!(
+        first.prev(),
+        audit_core::PrevHash::Hash(recs[3].hash()),
+        "fresh segment links to the last durable record"
+    );
+    assert_eq!(stored.len(), 4);
+}
+
+#[tokio::test]
+async fn replaced_active_segment_is_not_written_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("open");
+    let recs = sample_records(None, 6);
+    sink.append(&batch(&recs[..3])).await.expect("append");
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    let forged = dir.path().join("forged");
+    fs::write(&forged, b"forged\n").expect("write");
+    fs::rename(&forged, &seg).expect("replace");
+    let err = sink
+        .append(&batch(&recs[3..]))
+        .await
+        .expect_err("replacement detected");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    sink.append(&batch(&recs[3..]))
+        .await
+        .expect("fresh segment");
+    assert_eq!(
+        fs::read(&seg).expect("read"),
+        b"forged\n",
+        "the replacing file is left as evidence"
+    );
+    let segs = list_segments(dir.path()).expect("list");
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].first_seq, 4);
+}
+
+#[tokio::test]
+async fn corrupt_last_record_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+            .await
+            .expect("open");
+        sink.append(&batch(&sample_records(None, 3)))
+            .await
+            .expect("append");
+    }
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    let text = fs::read_to_string(&seg)
+        .expect("read")
+        .replacen("agent-", "agent_", 10);
+    fs::write(&seg, text).expect("write");
+    let err = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect_err("corrupt tail");
+    assert!(matches!(err, SinkError::Corrupt { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn reader_survives_hostile_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hostile.jsonl");
+    let mut data = vec![b'x'; 3 << 20];
+    data.extend_from_slice(b"\n\xff\xfe\x00garbage\n{\"a\":1}");
+    fs::write(&path, &data).expect("write");
+    let items = read_all(&FileLog::open(&path).with_max_line(1 << 20), 0).await;
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0].oversized, Some(3 << 20));
+    assert!(items[0].text.is_empty());
+    assert_eq!(items[1].text, b"\xff\xfe\x00garbage");
+    assert!(items[2].incomplete);
+}
