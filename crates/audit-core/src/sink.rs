@@ -300,3 +300,30 @@ pub trait Sink: RecordReader {
     /// Writes `batch` durably.
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError>;
 }
+
+/// The entry fields backends may index for queries, by column name.
+pub const INDEX_COLUMNS: &[&str] = &[
+    "ts_ns",
+    "agent_id",
+    "tool_called",
+    "authorization_decision",
+    "request_id",
+    "task_session_id",
+];
+
+/// The value an index column must hold for a record, derived from the
+/// record's JSON: strings as themselves, `ts_ns` as the timestamp in
+/// nanoseconds since the Unix epoch, and `None` where the member is absent
+/// (non-entry records). Backends store it; verifiers compare against it.
+pub fn column_value(record: &serde_json::Value, column: &str) -> Option<String> {
+    if column == "ts_ns" {
+        let ts = record.get("timestamp")?.as_str()?;
+        let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+        return t.timestamp_nanos_opt().map(|n| n.to_string());
+    }
+    match record.get(column)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}

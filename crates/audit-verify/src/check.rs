@@ -1,0 +1,415 @@
+//! Checking one stream of stored records: per-record analysis (parallel) and
+//! chain classification (sequential, bounded memory).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use audit_core::record::parse_chain_suffix;
+use audit_core::{parse_record, record_hash, Hash32, Location, PrevHash, StoredRecord};
+
+use crate::finding::{Finding, FindingClass, Severity};
+
+/// How far back duplicates and insertions are compared, in sequences.
+const WINDOW: u64 = 1 << 16;
+/// Findings kept per source; the rest are counted.
+const MAX_FINDINGS: usize = 10_000;
+
+pub(crate) struct Analyzed {
+    location: Location,
+    kind: Kind,
+}
+
+enum Kind {
+    Oversized(u64),
+    Torn(u64),
+    Malformed { error: String, seq: Option<u64> },
+    Record(Rec),
+}
+
+struct Rec {
+    seq: u64,
+    prev: PrevHash,
+    claimed: Hash32,
+    computed: Hash32,
+    timestamp: Option<String>,
+    column_mismatch: Option<String>,
+}
+
+/// Everything about one stored item that does not depend on its neighbours.
+pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
+    let location = item.location;
+    if let Some(len) = item.oversized {
+        return Analyzed {
+            location,
+            kind: Kind::Oversized(len),
+        };
+    }
+    if item.incomplete {
+        return Analyzed {
+            location,
+            kind: Kind::Torn(item.text.len() as u64),
+        };
+    }
+    let text = &item.text;
+    let kind = match parse_record(text) {
+        Err(e) => Kind::Malformed {
+            error: e.to_string(),
+            seq: parse_chain_suffix(text).ok().map(|(s, ..)| s),
+        },
+        Ok(p) => Kind::Record(Rec {
+            seq: p.seq,
+            prev: p.prev,
+            claimed: p.claimed_hash,
+            computed: record_hash(text),
+            timestamp: timestamp_of(text),
+            column_mismatch: item
+                .columns
+                .as_ref()
+                .and_then(|c| columns_disagree(text, c)),
+        }),
+    };
+    Analyzed { location, kind }
+}
+
+fn timestamp_of(text: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"timestamp\":\"";
+    let head = &text[..text.len().min(256)];
+    let at = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let end = text[at..].iter().position(|&b| b == b'"')? + at;
+    std::str::from_utf8(&text[at..end]).ok().map(str::to_owned)
+}
+
+/// Compares a backend's index columns with the record they were derived from.
+fn columns_disagree(text: &[u8], columns: &[(String, Option<String>)]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    for (name, stored) in columns {
+        let expected = audit_core::sink::column_value(&value, name);
+        if &expected != stored {
+            return Some(format!(
+                "index column {name} holds {} but the record says {}",
+                stored
+                    .as_deref()
+                    .map_or("NULL".into(), |s| format!("{s:?}")),
+                expected
+                    .as_deref()
+                    .map_or("NULL".into(), |s| format!("{s:?}")),
+            ));
+        }
+    }
+    None
+}
+
+struct Gap {
+    from: u64,
+    to: u64,
+    filled: u64,
+    finding: Option<usize>,
+}
+
+/// The sequential half: links, gaps, duplicates, restarts.
+pub(crate) struct Classifier {
+    strict: bool,
+    pub findings: Vec<Finding>,
+    pub omitted: u64,
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub head: Option<(u64, Hash32)>,
+    pub first_time: Option<String>,
+    pub last_time: Option<String>,
+    pub chains: u64,
+    seen_max: u64,
+    recent: HashMap<u64, Vec<(Hash32, PrevHash)>>,
+    order: VecDeque<u64>,
+    gaps: Vec<Gap>,
+    /// Segment files and the first sequence their names promise.
+    segment_starts: HashMap<PathBuf, u64>,
+}
+
+impl Classifier {
+    pub(crate) fn new(strict: bool, segment_starts: HashMap<PathBuf, u64>) -> Self {
+        Self {
+            strict,
+            findings: Vec::new(),
+            omitted: 0,
+            records: 0,
+            first_seq: None,
+            last_seq: None,
+            head: None,
+            first_time: None,
+            last_time: None,
+            chains: 0,
+            seen_max: 0,
+            recent: HashMap::new(),
+            order: VecDeque::new(),
+            gaps: Vec::new(),
+            segment_starts,
+        }
+    }
+
+    fn find(
+        &mut self,
+        class: FindingClass,
+        severity: Severity,
+        seq: Option<u64>,
+        location: &Location,
+        detail: String,
+    ) -> Option<usize> {
+        if self.findings.len() >= MAX_FINDINGS {
+            self.omitted += 1;
+            return None;
+        }
+        self.findings.push(Finding {
+            class,
+            severity,
+            seq,
+            location: location.to_string(),
+            detail,
+        });
+        Some(self.findings.len() - 1)
+    }
+
+    pub(crate) fn push(&mut self, a: Analyzed) {
+        let loc = a.location;
+        let rec = match a.kind {
+            Kind::Oversized(len) => {
+                self.find(
+                    FindingClass::Malformed,
+                    Severity::Error,
+                    None,
+                    &loc,
+                    format!("line of {len} bytes exceeds the reader's limit; skipped"),
+                );
+                return;
+            }
+            Kind::Torn(len) => {
+                self.find(FindingClass::Truncated, Severity::Warning, None, &loc,
+                    format!("the log ends mid-line: {len} bytes without a newline (a write that was never acknowledged, or a cut)"));
+                return;
+            }
+            Kind::Malformed { error, seq } => {
+                self.find(FindingClass::Malformed, Severity::Error, seq, &loc, error);
+                return;
+            }
+            Kind::Record(r) => r,
+        };
+        let s = rec.seq;
+        self.records += 1;
+        if let Location::Line { path, line: 1, .. } = &loc {
+            if let Some(&promised) = self.segment_starts.get(path) {
+                if promised != s {
+                    self.find(
+                        FindingClass::Modified,
+                        Severity::Error,
+                        Some(s),
+                        &loc,
+                        format!("segment is named for sequence {promised} but starts with {s}"),
+                    );
+                }
+            }
+        }
+        if let Location::Row { rowid, .. } = &loc {
+            if u64::try_from(*rowid).ok() != Some(s) {
+                self.find(
+                    FindingClass::Modified,
+                    Severity::Error,
+                    Some(s),
+                    &loc,
+                    format!("row key {rowid} holds record {s}"),
+                );
+            }
+        }
+        if rec.computed != rec.claimed {
+            self.find(
+                FindingClass::Modified,
+                Severity::Error,
+                Some(s),
+                &loc,
+                format!(
+                    "stored hash {} but the bytes hash to {}",
+                    rec.claimed, rec.computed
+                ),
+            );
+        }
+        if let Some(m) = rec.column_mismatch.clone() {
+            self.find(FindingClass::Modified, Severity::Error, Some(s), &loc, m);
+        }
+        if self.first_time.is_none() {
+            self.first_time = rec.timestamp.clone();
+        }
+        if rec.timestamp.is_some() {
+            self.last_time = rec.timestamp.clone();
+        }
+        self.first_seq = Some(self.first_seq.map_or(s, |f| f.min(s)));
+        if rec.prev == PrevHash::Genesis {
+            if s != 1 {
+                self.find(
+                    FindingClass::Malformed,
+                    Severity::Error,
+                    Some(s),
+                    &loc,
+                    format!("record {s} claims to start a chain"),
+                );
+            } else if self.seen_max > 0 {
+                let sev = if self.strict {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                };
+                self.find(
+                    FindingClass::Restart,
+                    sev,
+                    Some(1),
+                    &loc,
+                    format!(
+                        "unanchored genesis after sequence {}: a new chain starts here",
+                        self.seen_max
+                    ),
+                );
+                self.close_gaps();
+                self.chains += 1;
+                self.seen_max = 0;
+                self.recent.clear();
+                self.order.clear();
+            } else {
+                self.chains += 1;
+            }
+        } else if self.seen_max == 0 && self.chains == 0 {
+            self.chains = 1;
+            self.find(
+                FindingClass::Deleted,
+                Severity::Error,
+                Some(1),
+                &loc,
+                format!(
+                    "the log starts at sequence {s}; records 1..{} are missing",
+                    s - 1
+                ),
+            );
+        }
+        if rec.prev != PrevHash::Genesis || s == 1 {
+            self.link(&rec, &loc);
+        }
+        self.seen_max = self.seen_max.max(s);
+        self.last_seq = Some(self.last_seq.map_or(s, |l| l.max(s)));
+        if self.head.is_none_or(|(hs, _)| s >= hs) {
+            self.head = Some((s, rec.claimed));
+        }
+        let entry = self.recent.entry(s).or_default();
+        if !entry.iter().any(|(h, _)| *h == rec.claimed) {
+            entry.push((rec.claimed, rec.prev));
+        }
+        self.order.push_back(s);
+        while self
+            .order
+            .front()
+            .is_some_and(|&o| o + WINDOW < self.seen_max)
+        {
+            if let Some(o) = self.order.pop_front() {
+                self.recent.remove(&o);
+            }
+        }
+    }
+
+    fn link(&mut self, rec: &Rec, loc: &Location) {
+        let s = rec.seq;
+        let prev_ok = |recent: &HashMap<u64, Vec<(Hash32, PrevHash)>>| -> Option<bool> {
+            if s == 1 {
+                return Some(rec.prev == PrevHash::Genesis);
+            }
+            recent
+                .get(&(s - 1))
+                .map(|c| c.iter().any(|(h, _)| PrevHash::Hash(*h) == rec.prev))
+        };
+        if s == self.seen_max + 1 || self.seen_max == 0 {
+            if prev_ok(&self.recent) == Some(false) {
+                self.find(FindingClass::Modified, Severity::Error, Some(s - 1), loc,
+                    format!("record {s} links to a different record {} than the one stored (rewritten with a recomputed hash, or replaced)", s - 1));
+            }
+        } else if s > self.seen_max + 1 {
+            let (from, to) = (self.seen_max + 1, s - 1);
+            let detail = if from == to {
+                format!("record {from} is missing")
+            } else {
+                format!("records {from}..{to} are missing")
+            };
+            let idx = self.find(
+                FindingClass::Deleted,
+                Severity::Error,
+                Some(from),
+                loc,
+                detail,
+            );
+            self.gaps.push(Gap {
+                from,
+                to,
+                filled: 0,
+                finding: idx,
+            });
+        } else if let Some(g) = self.gaps.iter_mut().find(|g| g.from <= s && s <= g.to) {
+            g.filled += 1;
+            let (from, to, filled) = (g.from, g.to, g.filled);
+            if let Some(i) = g.finding {
+                let f = &mut self.findings[i];
+                f.class = FindingClass::Reordered;
+                f.detail = if filled == to - from + 1 {
+                    format!("records {from}..{to} are stored later, out of order")
+                } else {
+                    format!(
+                        "records {from}..{to} are missing or out of order ({filled} found later)"
+                    )
+                };
+            }
+            if prev_ok(&self.recent) == Some(false) {
+                self.find(
+                    FindingClass::Modified,
+                    Severity::Error,
+                    Some(s - 1),
+                    loc,
+                    format!("record {s} does not link to the stored record {}", s - 1),
+                );
+            }
+        } else {
+            match self.recent.get(&s) {
+                Some(c) if c.iter().any(|(h, _)| *h == rec.claimed) => {
+                    self.find(
+                        FindingClass::Duplicated,
+                        Severity::Error,
+                        Some(s),
+                        loc,
+                        format!("record {s} is stored again"),
+                    );
+                }
+                Some(_) => {
+                    self.find(
+                        FindingClass::Inserted,
+                        Severity::Error,
+                        Some(s),
+                        loc,
+                        format!("a second, different record claims sequence {s}"),
+                    );
+                }
+                None => {
+                    self.find(
+                        FindingClass::Duplicated,
+                        Severity::Error,
+                        Some(s),
+                        loc,
+                        format!(
+                            "sequence {s} appears again after {}, too far back to compare",
+                            self.seen_max
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn close_gaps(&mut self) {
+        self.gaps.clear();
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+}

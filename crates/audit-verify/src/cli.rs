@@ -1,0 +1,78 @@
+//! The command line shared by `audit-verify` and `audit verify`.
+
+use std::path::PathBuf;
+
+use crate::{sources_from_config, verify, Source, VerifyError, VerifyOptions};
+
+/// Arguments of `audit-verify` / `audit verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// Logs to check: `file:PATH` (a file or a segment directory),
+    /// `sqlite:PATH`, or a bare path (a file). Several are compared.
+    pub sources: Vec<String>,
+    /// Check every sink named in this config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the report as JSON (schema in docs/VERIFY.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Treat unanchored `genesis` restarts as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Exit status: the log is intact.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: integrity findings.
+pub const EXIT_FINDINGS: i32 = 1;
+/// Exit status: could not read a source, or bad usage.
+pub const EXIT_ERROR: i32 = 2;
+
+/// Runs a verification, prints the report, and returns the exit status.
+pub async fn run(args: VerifyArgs) -> i32 {
+    match run_inner(&args).await {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("audit-verify: cannot render the report: {e}");
+                        return EXIT_ERROR;
+                    }
+                }
+            } else {
+                print!("{}", report.human());
+            }
+            if report.ok {
+                EXIT_OK
+            } else {
+                EXIT_FINDINGS
+            }
+        }
+        Err(e) => {
+            eprintln!("audit-verify: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
+    let mut sources = Vec::new();
+    if let Some(config) = &args.config {
+        sources.extend(sources_from_config(config)?);
+    }
+    for s in &args.sources {
+        sources.push(Source::parse(s)?);
+    }
+    if sources.is_empty() {
+        return Err(VerifyError::Usage(
+            "give at least one source or --config FILE".into(),
+        ));
+    }
+    let options = VerifyOptions {
+        strict: args.strict,
+        progress: !args.json,
+        ..VerifyOptions::default()
+    };
+    verify(&sources, &options).await
+}

@@ -1,0 +1,338 @@
+//! The SQLite sink: a dedicated thread owns the connection.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use audit_core::{
+    ChainHead, Location, Record, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities,
+    SinkError,
+};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::columns::index_values;
+use crate::error::map;
+use crate::reader::SqliteLog;
+use crate::schema::{inspect, migrate, Found, SCHEMA_VERSION};
+
+/// SQLite sink settings.
+#[derive(Debug, Clone)]
+pub struct SqliteSinkConfig {
+    /// The sink's name in config, health and errors.
+    pub name: String,
+    /// The database file; created if absent.
+    pub path: PathBuf,
+    /// How long to wait for another connection's lock before failing.
+    pub busy_timeout: Duration,
+    /// `synchronous=FULL` (the default): every commit is fsynced before the
+    /// batch is acknowledged. `false` selects `synchronous=NORMAL`, under which
+    /// a power loss can lose the last acknowledged batches (a process crash
+    /// cannot).
+    pub synchronous_full: bool,
+}
+
+impl SqliteSinkConfig {
+    /// Defaults: synchronous=FULL, 5-second busy timeout.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            busy_timeout: Duration::from_secs(5),
+            synchronous_full: true,
+        }
+    }
+}
+
+enum Cmd {
+    Append(RecordBatch, oneshot::Sender<Result<(), SinkError>>),
+    Head(oneshot::Sender<Result<Option<ChainHead>, SinkError>>),
+}
+
+/// A durable, queryable SQLite log. See the crate docs.
+pub struct SqliteSink {
+    name: String,
+    tx: mpsc::Sender<Cmd>,
+    reader: SqliteLog,
+}
+
+impl std::fmt::Debug for SqliteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSink")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteSink {
+    /// Opens or creates the database. Refuses, modifying nothing, a file that
+    /// is not SQLite, a database with another schema or a newer schema version,
+    /// and a database that is read-only or locked.
+    pub async fn open(config: SqliteSinkConfig) -> Result<Self, SinkError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name(format!("sqlite-sink-{}", config.name))
+            .spawn(move || match Writer::open(thread_config) {
+                Ok(mut w) => {
+                    let _ = ready_tx.send(Ok(()));
+                    w.serve(rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| SinkError::Backend {
+                sink: config.name.clone(),
+                detail: format!("cannot start the SQLite thread: {e}"),
+            })?;
+        ready_rx.await.map_err(|_| SinkError::Backend {
+            sink: config.name.clone(),
+            detail: "SQLite thread ended during open".into(),
+        })??;
+        Ok(Self {
+            name: config.name.clone(),
+            tx,
+            reader: SqliteLog::open_read_only(&config.path)
+                .await?
+                .with_name(config.name.clone()),
+        })
+    }
+
+    /// Read access with queries, sharing this sink's file.
+    pub fn log(&self) -> &SqliteLog {
+        &self.reader
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SinkError>>) -> Cmd,
+    ) -> Result<T, SinkError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || SinkError::Backend {
+            sink: self.name.clone(),
+            detail: "the SQLite thread has stopped".into(),
+        };
+        self.tx.send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+#[async_trait]
+impl RecordReader for SqliteSink {
+    async fn read_from(&self, from_seq: u64) -> Result<Box<dyn RecordCursor>, SinkError> {
+        self.reader.read_from(from_seq).await
+    }
+}
+
+#[async_trait]
+impl Sink for SqliteSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        let mut c = SinkCapabilities::persistent(true);
+        c.indexed_query = true;
+        c
+    }
+
+    async fn head(&self) -> Result<Option<ChainHead>, SinkError> {
+        self.call(Cmd::Head).await
+    }
+
+    async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let batch = batch.clone();
+        self.call(move |tx| Cmd::Append(batch, tx)).await
+    }
+}
+
+struct Writer {
+    name: String,
+    path: PathBuf,
+    conn: Connection,
+    head: Option<ChainHead>,
+}
+
+impl Writer {
+    fn open(config: SqliteSinkConfig) -> Result<Self, SinkError> {
+        let (name, path) = (config.name.clone(), config.path.clone());
+        let err = |op: &str| {
+            let (name, path) = (name.clone(), path.clone());
+            let op = op.to_string();
+            move |e| map(&name, &path, &op, e)
+        };
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("open"))?;
+        conn.busy_timeout(config.busy_timeout)
+            .map_err(err("set busy timeout"))?;
+        let found = inspect(&conn).map_err(err("read schema"))?;
+        let version = match found {
+            Found::Foreign(why) => {
+                return Err(SinkError::Config {
+                    sink: name,
+                    detail: format!("{} is not an auditlog database: {why}", path.display()),
+                })
+            }
+            Found::Ours(v) if v > SCHEMA_VERSION => {
+                return Err(SinkError::Config {
+                    sink: name,
+                    detail: format!(
+                        "{} has schema version {v}, newer than this build's {SCHEMA_VERSION}; upgrade auditlog",
+                        path.display()
+                    ),
+                })
+            }
+            Found::Ours(v) => v,
+            Found::Empty => 0,
+        };
+        // Take the write lock before changing anything, so a read-only or
+        // locked database fails here, untouched.
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(err("take the write lock"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SinkError::Config {
+                sink: name,
+                detail: format!(
+                    "{}: journal_mode is {mode}, WAL could not be enabled",
+                    path.display()
+                ),
+            });
+        }
+        let sync = if config.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(err("set synchronous"))?;
+        if version < SCHEMA_VERSION {
+            migrate(&mut conn, version).map_err(err("migrate schema"))?;
+        }
+        let mut w = Self {
+            name,
+            path,
+            conn,
+            head: None,
+        };
+        w.head = w.read_head()?;
+        Ok(w)
+    }
+
+    fn err(&self, op: &str) -> impl Fn(rusqlite::Error) -> SinkError + '_ {
+        let op = op.to_string();
+        move |e| map(&self.name, &self.path, &op, e)
+    }
+
+    fn read_head(&self) -> Result<Option<ChainHead>, SinkError> {
+        let row: Option<(i64, Vec<u8>)> = match self.conn.query_row(
+            "SELECT seq, CAST(record AS BLOB) FROM records ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        ) {
+            Ok(v) => Some(v),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(e) => return Err(self.err("read head")(e)),
+        };
+        let Some((rowid, text)) = row else {
+            return Ok(None);
+        };
+        let rec = Record::from_text(&text).map_err(|e| SinkError::Corrupt {
+            sink: self.name.clone(),
+            location: Location::Row {
+                path: self.path.clone(),
+                rowid,
+            },
+            detail: format!("the last record does not verify, refusing to append after it: {e}"),
+        })?;
+        Ok(Some(rec.head()))
+    }
+
+    fn serve(&mut self, rx: mpsc::Receiver<Cmd>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Cmd::Head(reply) => {
+                    let _ = reply.send(Ok(self.head));
+                }
+                Cmd::Append(batch, reply) => {
+                    let r = self.append(&batch);
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        batch.check_continues(&self.name, self.head)?;
+        let mut rows = Vec::with_capacity(batch.records().len());
+        for r in batch.records() {
+            let text = std::str::from_utf8(r.text()).map_err(|e| SinkError::Backend {
+                sink: self.name.clone(),
+                detail: format!("record {} is not UTF-8: {e}", r.seq()),
+            })?;
+            let cols = index_values(r.text()).map_err(|e| SinkError::Backend {
+                sink: self.name.clone(),
+                detail: format!("record {}: cannot read its indexed members: {e}", r.seq()),
+            })?;
+            let seq = i64::try_from(r.seq()).map_err(|_| SinkError::Backend {
+                sink: self.name.clone(),
+                detail: format!("record {} does not fit SQLite's integer key", r.seq()),
+            })?;
+            let ts: Option<i64> = cols[0].as_deref().and_then(|s| s.parse().ok());
+            rows.push((seq, r.hash().to_hex(), r.prev().to_string(), text, ts, cols));
+        }
+        let name = self.name.clone();
+        let path = self.path.clone();
+        let err = |op: &str| {
+            let (name, path, op) = (name.clone(), path.clone(), op.to_string());
+            move |e| map(&name, &path, &op, e)
+        };
+        // Dropping the transaction on an error rolls it back: nothing is left.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO records (seq, record_hash, prev_hash, record, ts_ns, agent_id, tool_called, \
+                     authorization_decision, request_id, task_session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(err("prepare insert"))?;
+            for (seq, hash, prev, text, ts, cols) in &rows {
+                let inserted = stmt.execute(params![
+                    seq, hash, prev, text, ts, cols[1], cols[2], cols[3], cols[4], cols[5]
+                ]);
+                if let Err(e) = inserted {
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+                        drop(stmt);
+                        drop(tx);
+                        // Someone else wrote this sequence: report the real head.
+                        let head = self.read_head()?;
+                        self.head = head;
+                        return Err(SinkError::NotContiguous {
+                            sink: self.name.clone(),
+                            head,
+                            got_seq: batch.first().seq(),
+                            got_prev: batch.first().prev(),
+                        });
+                    }
+                    return Err(err("insert")(e));
+                }
+            }
+        }
+        tx.commit().map_err(err("commit"))?;
+        self.head = Some(batch.last().head());
+        Ok(())
+    }
+}
