@@ -1,1 +1,122 @@
-//! auditlog facade (filled in by the writer issue).
+//! auditlog: a tamper-evident audit log for Rust services.
+//!
+//! This facade builds the fan-out writer ([`audit_core::AuditLog`]) from a
+//! TOML [`config::Config`], with each backend compiled in by a Cargo feature
+//! (`file`, `sqlite`). The `audit` binary is its command line.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = auditlog::config::Config::load("audit.toml".as_ref())?;
+//! let log = auditlog::open(&config).await?;
+//! let entry: auditlog::AuditEntry = serde_json::from_str(r#"{"agent_id":"agent-1","tool_called":"read_file"}"#)?;
+//! let receipt = log.append(&entry).await?;
+//! println!("durable as record {} ({})", receipt.seq, receipt.hash);
+//! log.close().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use audit_core::{AuditEntry, AuditLog, Durability, HealthSnapshot, Receipt};
+use audit_core::{OpenError, Sink, SinkError, SinkSpec};
+use config::{Backend, Config, ConfigError};
+
+/// Why the log could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A sink could not be opened.
+    #[error("sink {name}: {source}")]
+    Sink {
+        /// The sink's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: SinkError,
+    },
+    /// The writer refused to start (a fork, a failed backfill…).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// Opens every sink the config names, in order.
+pub async fn open_sinks(config: &Config) -> Result<Vec<SinkSpec>, BuildError> {
+    let mut specs = Vec::with_capacity(config.sinks.len());
+    for (i, s) in config.sinks.iter().enumerate() {
+        let sink = open_sink(config, i).await?;
+        specs.push(SinkSpec {
+            sink,
+            role: s.role,
+            timeout: Duration::from_millis(s.timeout_ms),
+        });
+    }
+    Ok(specs)
+}
+
+async fn open_sink(config: &Config, i: usize) -> Result<Arc<dyn Sink>, BuildError> {
+    let s = &config.sinks[i];
+    let name = s.name.clone();
+    let wrap = |source: SinkError| BuildError::Sink {
+        name: name.clone(),
+        source,
+    };
+    match config.backend(i)? {
+        #[cfg(feature = "file")]
+        Backend::File(o) => {
+            let mut c = sink_file::FileSinkConfig::new(&s.name, config.resolve(&o.dir));
+            c.max_segment_bytes = (o.max_segment_bytes > 0).then_some(o.max_segment_bytes);
+            c.max_segment_age = o.max_segment_age_secs.map(Duration::from_secs);
+            c.max_record_bytes = config.log.max_record_bytes;
+            c.sync = o.sync;
+            Ok(Arc::new(sink_file::FileSink::open(c).await.map_err(wrap)?))
+        }
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite(o) => {
+            let path = config.resolve(&o.path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    wrap(SinkError::Io {
+                        sink: s.name.clone(),
+                        op: "create directory",
+                        path: parent.to_path_buf(),
+                        source: e,
+                    })
+                })?;
+            }
+            let mut c = sink_sqlite::SqliteSinkConfig::new(&s.name, path);
+            c.synchronous_full = o.synchronous == "full";
+            c.busy_timeout = Duration::from_millis(o.busy_timeout_ms);
+            Ok(Arc::new(
+                sink_sqlite::SqliteSink::open(c).await.map_err(wrap)?,
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            let feature = match other {
+                Backend::File(_) => "file",
+                Backend::Sqlite(_) => "sqlite",
+            };
+            Err(BuildError::Config(ConfigError::Invalid {
+                path: config.origin.clone(),
+                detail: format!(
+                    "sinks[{i}].kind = {:?} needs auditlog's `{feature}` feature, which this build does not have",
+                    s.kind
+                ),
+            }))
+        }
+    }
+}
+
+/// Opens the sinks and starts the writer: resumes the chain from the sinks'
+/// heads, refuses forks, and backfills sinks that are behind.
+pub async fn open(config: &Config) -> Result<AuditLog, BuildError> {
+    let sinks = open_sinks(config).await?;
+    Ok(AuditLog::open(config.writer_config(), sinks).await?)
+}

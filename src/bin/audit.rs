@@ -1,1 +1,422 @@
-fn main() {}
+//! `audit`: append to, verify, query and resync an audit log.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use auditlog::config::{Backend, Config};
+use auditlog::AuditEntry;
+use clap::{Parser, Subcommand};
+
+/// A tamper-evident audit log.
+#[derive(Debug, Parser)]
+#[command(name = "audit", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append entries read as JSON lines on stdin.
+    ///
+    /// Exit status: 0 all appended, 1 some lines rejected, 2 the log could not
+    /// be opened, 3 some entries were not durable under the configured policy.
+    Append {
+        /// The config file; without it, a file sink and a SQLite sink under ./audit-data/.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print `{"seq":N,"hash":"…"}` per entry once it is durable, in input order.
+        #[arg(long)]
+        receipts: bool,
+    },
+    /// Check chains and compare copies (the same as `audit-verify`). Without
+    /// sources or --config, checks the embedded default's sinks.
+    Verify(audit_verify::cli::VerifyArgs),
+    /// Query the SQLite sink's indexed columns.
+    Query(QueryArgs),
+    /// Start the log once: backfill every sink that is behind, then stop.
+    Resync {
+        /// The config file; without it, the embedded default.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// `sqlite:PATH` or a database path; without it, the config's SQLite sink.
+    source: Option<String>,
+    /// The config file whose SQLite sink to query.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// agent_id equals.
+    #[arg(long)]
+    agent: Option<String>,
+    /// tool_called equals.
+    #[arg(long)]
+    tool: Option<String>,
+    /// authorization_decision equals.
+    #[arg(long)]
+    decision: Option<String>,
+    /// request_id equals.
+    #[arg(long)]
+    request_id: Option<String>,
+    /// task_session_id equals.
+    #[arg(long)]
+    session: Option<String>,
+    /// At or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many results.
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+    /// One JSON object per result.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Config::embedded_default().map_err(|e| e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("audit: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Append { config, receipts } => append(config.as_ref(), receipts).await,
+            Command::Verify(mut args) => {
+                if args.sources.is_empty() && args.config.is_none() {
+                    match default_sources() {
+                        Ok(s) => args.sources = s,
+                        Err(e) => {
+                            eprintln!("audit verify: {e}");
+                            return 2;
+                        }
+                    }
+                }
+                audit_verify::cli::run(args).await
+            }
+            Command::Query(q) => query(q).await,
+            Command::Resync { config } => resync(config.as_ref()).await,
+        }
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn default_sources() -> Result<Vec<String>, String> {
+    let config = load_config(None)?;
+    let mut out = Vec::new();
+    for i in 0..config.sinks.len() {
+        match config.backend(i).map_err(|e| e.to_string())? {
+            Backend::File(o) => out.push(format!("file:{}", config.resolve(&o.dir).display())),
+            Backend::Sqlite(o) => out.push(format!("sqlite:{}", config.resolve(&o.path).display())),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("audit append: {e}");
+            return 2;
+        }
+    };
+    let max_line = config.log.max_record_bytes;
+    let log = match auditlog::open(&config).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("audit append: {e}");
+            return 2;
+        }
+    };
+    // stdin is read on a blocking thread; parsed entries come back in order.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Result<AuditEntry, String>)>(4096);
+    let reader = tokio::task::spawn_blocking(move || {
+        let stdin = std::io::stdin();
+        let mut input = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            line_no += 1;
+            let read = read_line_bounded(&mut input, max_line, &mut buf);
+            let item = match read {
+                Ok(None) => break,
+                Ok(Some(true)) => Err(format!("longer than the {max_line}-byte record limit")),
+                Ok(Some(false)) => {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match std::str::from_utf8(&buf) {
+                        Err(e) => Err(format!("not UTF-8 at byte {}", e.valid_up_to())),
+                        Ok(text) => {
+                            serde_json::from_str::<AuditEntry>(text).map_err(|e| e.to_string())
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send((line_no, Err(format!("cannot read stdin: {e}"))));
+                    break;
+                }
+            };
+            if tx.blocking_send((line_no, item)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut inflight = std::collections::VecDeque::new();
+    let (mut appended, mut rejected, mut failed) = (0u64, 0u64, 0u64);
+    let mut range: Option<(u64, u64)> = None;
+    let mut out = std::io::stdout().lock();
+    let mut settle = |handle: Result<
+        Result<auditlog::Receipt, audit_core::AppendError>,
+        tokio::task::JoinError,
+    >,
+                      line: u64| {
+        match handle {
+            Ok(Ok(r)) => {
+                appended += 1;
+                range = Some(range.map_or((r.seq, r.seq), |(a, b)| (a.min(r.seq), b.max(r.seq))));
+                if print_receipts {
+                    use std::io::Write;
+                    let _ = writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, r.hash);
+                }
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("line {line}: not appended: {e}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("line {line}: append task failed: {e}");
+            }
+        }
+    };
+    while let Some((line, item)) = rx.recv().await {
+        match item {
+            Err(reason) => {
+                rejected += 1;
+                eprintln!("line {line}: rejected: {reason}");
+            }
+            Ok(entry) => {
+                let log = log.clone();
+                inflight.push_back((line, tokio::spawn(async move { log.append(&entry).await })));
+                if inflight.len() >= 4096 {
+                    if let Some((line, h)) = inflight.pop_front() {
+                        settle(h.await, line);
+                    }
+                }
+            }
+        }
+    }
+    while let Some((line, h)) = inflight.pop_front() {
+        settle(h.await, line);
+    }
+    let _ = reader.await;
+    log.close().await;
+    let span = range.map_or_else(String::new, |(a, b)| format!(" (sequences {a}..{b})"));
+    eprintln!("audit append: {appended} appended{span}, {rejected} rejected, {failed} not durable");
+    if failed > 0 {
+        3
+    } else if rejected > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Reads one line into `buf` keeping at most `max` bytes. `Ok(None)` at end of
+/// input, `Ok(Some(true))` for a line over the limit (consumed, not kept).
+fn read_line_bounded<R: BufRead>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    let mut total = 0usize;
+    let mut over = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(if total == 0 { None } else { Some(over) });
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if !over {
+            if total + take > max {
+                over = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        total += take;
+        r.consume(take + usize::from(done));
+        if done {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(over));
+        }
+    }
+}
+
+fn parse_time(flag: &str, v: &Option<String>) -> Result<Option<i64>, String> {
+    v.as_ref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("--{flag} {s:?}: not an RFC 3339 time: {e}"))
+                .and_then(|t| {
+                    t.timestamp_nanos_opt()
+                        .ok_or_else(|| format!("--{flag} {s:?}: out of range"))
+                })
+        })
+        .transpose()
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn query(_: QueryArgs) -> i32 {
+    eprintln!("audit query: this build does not have auditlog's `sqlite` feature");
+    2
+}
+
+#[cfg(feature = "sqlite")]
+async fn query(q: QueryArgs) -> i32 {
+    let run = async {
+        let path = match (&q.source, &q.config) {
+            (Some(s), _) => PathBuf::from(s.strip_prefix("sqlite:").unwrap_or(s)),
+            (None, config) => {
+                let config = load_config(config.as_ref())?;
+                let mut found = None;
+                for i in 0..config.sinks.len() {
+                    if let Backend::Sqlite(o) = config.backend(i).map_err(|e| e.to_string())? {
+                        found = Some(config.resolve(&o.path));
+                        break;
+                    }
+                }
+                found.ok_or_else(|| "the config has no sqlite sink to query".to_string())?
+            }
+        };
+        let query = sink_sqlite::Query {
+            agent: q.agent.clone(),
+            tool: q.tool.clone(),
+            decision: q.decision.clone(),
+            request_id: q.request_id.clone(),
+            task_session_id: q.session.clone(),
+            since_ns: parse_time("since", &q.since)?,
+            until_ns: parse_time("until", &q.until)?,
+            limit: Some(q.limit),
+        };
+        let log = sink_sqlite::SqliteLog::open_read_only(&path)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.query(&query).await.map_err(|e| e.to_string())
+    };
+    match run.await {
+        Ok(rows) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for r in &rows {
+                if q.json {
+                    let record: serde_json::Value = serde_json::from_str(&r.record)
+                        .unwrap_or(serde_json::Value::String(r.record.clone()));
+                    let line = serde_json::json!({"seq": r.seq, "record_hash": r.record_hash, "record": record});
+                    let _ = writeln!(out, "{line}");
+                } else {
+                    let v: serde_json::Value = serde_json::from_str(&r.record).unwrap_or_default();
+                    let field =
+                        |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+                    let _ = writeln!(
+                        out,
+                        "{:>10}  {}  {}  {:<12} {:<16} {:<6} {}",
+                        r.seq,
+                        &r.record_hash[..16.min(r.record_hash.len())],
+                        field("timestamp"),
+                        field("agent_id"),
+                        field("tool_called"),
+                        field("authorization_decision"),
+                        field("request_id"),
+                    );
+                }
+            }
+            eprintln!("{} result(s)", rows.len());
+            0
+        }
+        Err(e) => {
+            eprintln!("audit query: {e}");
+            2
+        }
+    }
+}
+
+async fn resync(config: Option<&PathBuf>) -> i32 {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("audit resync: {e}");
+            return 2;
+        }
+    };
+    match auditlog::open(&config).await {
+        Ok(log) => {
+            let health = log.health();
+            log.close().await;
+            for s in &health.sinks {
+                eprintln!(
+                    "{}: {:?}, holds records 1..{}",
+                    s.name, s.state, s.durable_seq
+                );
+            }
+            if health
+                .sinks
+                .iter()
+                .any(|s| s.durable_seq != health.head_seq)
+            {
+                eprintln!(
+                    "audit resync: some sinks are still behind head {}",
+                    health.head_seq
+                );
+                1
+            } else {
+                eprintln!(
+                    "audit resync: every sink holds the chain up to {}",
+                    health.head_seq
+                );
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("audit resync: {e}");
+            2
+        }
+    }
+}

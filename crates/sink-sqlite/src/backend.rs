@@ -164,6 +164,22 @@ impl Writer {
             let op = op.to_string();
             move |e| map(&name, &path, &op, e)
         };
+        if !path.exists() {
+            // Create the file ourselves so that it (and SQLite's -wal and -shm
+            // files, which copy its mode) is readable by the owner only.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| SinkError::Io {
+                    sink: name.clone(),
+                    op: "create database",
+                    path: path.clone(),
+                    source: e,
+                })?;
+        }
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

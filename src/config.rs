@@ -1,0 +1,355 @@
+//! The TOML configuration: the log's settings and its sinks. docs/CONFIG.md
+//! documents every key; `examples/` holds complete files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use audit_core::{Durability, Role, SpoolConfig, WhenFull, WriterConfig};
+use serde::Deserialize;
+
+/// A configuration error. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a bad value.
+    #[error("config {path}: {detail}")]
+    Invalid {
+        /// The file (or `<embedded default>`).
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        detail: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings of the writer.
+    #[serde(default)]
+    pub log: LogSection,
+    /// The sinks, in order.
+    pub sinks: Vec<SinkSection>,
+    /// Where relative paths are resolved from (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this came from.
+    #[serde(skip)]
+    pub origin: PathBuf,
+}
+
+/// `[log]`: the writer's settings. Every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// At least this many sinks must hold a record for any receipt.
+    pub min_durable_sinks: usize,
+    /// `all_required` (fail closed) or `threshold` (fail open).
+    pub default_durability: Durability,
+    /// Per `authorization_decision` value, e.g. `deny = "all_required"`.
+    pub durability_by_decision: HashMap<String, Durability>,
+    /// Most records in one batch.
+    pub batch_max_records: usize,
+    /// Most bytes in one batch.
+    pub batch_max_bytes: usize,
+    /// How long to wait for more entries before closing a batch.
+    pub linger_ms: u64,
+    /// Entries that may wait in the queue.
+    pub queue_capacity: usize,
+    /// `block` or `fail_fast` when the queue is full.
+    pub when_full: WhenFull,
+    /// Consecutive successes that bring a degraded sink back.
+    pub recovery_successes: u64,
+    /// The largest record accepted.
+    pub max_record_bytes: usize,
+    /// Memory for records a lagging sink still lacks.
+    pub retention_memory_bytes: usize,
+    /// Directory for records a lagging sink still lacks beyond memory.
+    pub spool_dir: Option<PathBuf>,
+    /// Disk the spool may use.
+    pub spool_max_bytes: u64,
+    /// First retry delay after a sink fails.
+    pub retry_min_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let w = WriterConfig::default();
+        Self {
+            min_durable_sinks: w.min_durable_sinks,
+            default_durability: w.default_durability,
+            durability_by_decision: HashMap::new(),
+            batch_max_records: w.batch_max_records,
+            batch_max_bytes: w.batch_max_bytes,
+            linger_ms: w.linger.as_millis() as u64,
+            queue_capacity: w.queue_capacity,
+            when_full: w.when_full,
+            recovery_successes: w.recovery_successes,
+            max_record_bytes: w.max_record_bytes,
+            retention_memory_bytes: w.retention_memory_bytes,
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            retry_min_ms: w.retry_min.as_millis() as u64,
+            retry_max_ms: w.retry_max.as_millis() as u64,
+        }
+    }
+}
+
+/// `[[sinks]]`: one backend.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SinkSection {
+    /// The backend: `file`, `sqlite` or `object`.
+    pub kind: String,
+    /// A unique name, used in health, errors and `audit verify`.
+    pub name: String,
+    /// `required` (default) or `optional`.
+    #[serde(default = "default_role")]
+    pub role: Role,
+    /// How long one batch may take on this sink.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The backend's own keys.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+fn default_role() -> Role {
+    Role::Required
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+/// `kind = "file"` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOptions {
+    /// The segment directory.
+    pub dir: PathBuf,
+    /// Rotate at this size (default 256 MiB; 0 turns size rotation off).
+    #[serde(default = "default_segment_bytes")]
+    pub max_segment_bytes: u64,
+    /// Rotate at this age in seconds (default: never).
+    #[serde(default)]
+    pub max_segment_age_secs: Option<u64>,
+    /// fdatasync each batch before acknowledging it (default true).
+    #[serde(default = "yes")]
+    pub sync: bool,
+}
+
+fn default_segment_bytes() -> u64 {
+    256 << 20
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `kind = "sqlite"` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// `full` (default) or `normal`.
+    #[serde(default = "default_synchronous")]
+    pub synchronous: String,
+    /// How long to wait for a lock.
+    #[serde(default = "default_timeout_ms")]
+    pub busy_timeout_ms: u64,
+}
+
+fn default_synchronous() -> String {
+    "full".into()
+}
+
+/// The configuration used when no file is given: a file sink and a SQLite
+/// sink under `./audit-data/`, both required.
+pub const EMBEDDED_DEFAULT: &str = r#"
+[log]
+spool_dir = "audit-data/spool"
+
+[[sinks]]
+kind = "file"
+name = "file"
+dir = "audit-data/file"
+
+[[sinks]]
+kind = "sqlite"
+name = "sqlite"
+path = "audit-data/audit.db"
+"#;
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are resolved
+    /// from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, path, base)
+    }
+
+    /// The embedded default, with paths relative to the working directory.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::parse(
+            EMBEDDED_DEFAULT,
+            Path::new("<embedded default>"),
+            PathBuf::new(),
+        )
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path, base_dir: PathBuf) -> Result<Self, ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            detail,
+        };
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
+        config.base_dir = base_dir;
+        config.origin = origin.to_path_buf();
+        if config.sinks.is_empty() {
+            return Err(invalid(
+                "`sinks`: at least one [[sinks]] entry is needed".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in config.sinks.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(invalid(format!("sinks[{i}].name must not be empty")));
+            }
+            if !seen.insert(s.name.clone()) {
+                return Err(invalid(format!(
+                    "sinks[{i}].name {:?} is used by another sink",
+                    s.name
+                )));
+            }
+            if s.timeout_ms == 0 {
+                return Err(invalid(format!("sinks[{i}].timeout_ms must be positive")));
+            }
+            config.backend(i)?;
+        }
+        let l = &config.log;
+        if l.min_durable_sinks == 0 || l.min_durable_sinks > config.sinks.len() {
+            return Err(invalid(format!(
+                "log.min_durable_sinks is {} but must be between 1 and the number of sinks ({})",
+                l.min_durable_sinks,
+                config.sinks.len()
+            )));
+        }
+        for (key, v) in [
+            ("log.batch_max_records", l.batch_max_records),
+            ("log.batch_max_bytes", l.batch_max_bytes),
+            ("log.queue_capacity", l.queue_capacity),
+            ("log.max_record_bytes", l.max_record_bytes),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("{key} must be positive")));
+            }
+        }
+        if l.retry_min_ms > l.retry_max_ms {
+            return Err(invalid(
+                "log.retry_min_ms is larger than log.retry_max_ms".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Resolves a path from the config against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The backend options of sink `i`, checked against its kind.
+    pub fn backend(&self, i: usize) -> Result<Backend, ConfigError> {
+        let s = &self.sinks[i];
+        let invalid = |detail: String| ConfigError::Invalid {
+            path: self.origin.clone(),
+            detail,
+        };
+        let options = toml::Value::Table(s.options.clone());
+        let decode = |kind: &str, e: toml::de::Error| {
+            invalid(format!(
+                "sinks[{i}] ({kind} sink {:?}): {}",
+                s.name,
+                e.message()
+            ))
+        };
+        match s.kind.as_str() {
+            "file" => {
+                let o: FileOptions = options.try_into().map_err(|e| decode("file", e))?;
+                Ok(Backend::File(o))
+            }
+            "sqlite" => {
+                let o: SqliteOptions = options.try_into().map_err(|e| decode("sqlite", e))?;
+                if !matches!(o.synchronous.as_str(), "full" | "normal") {
+                    return Err(invalid(format!(
+                        "sinks[{i}].synchronous must be \"full\" or \"normal\", not {:?}",
+                        o.synchronous
+                    )));
+                }
+                Ok(Backend::Sqlite(o))
+            }
+            "object" => Err(invalid(format!(
+                "sinks[{i}].kind = \"object\" needs auditlog's `object` feature, which this build does not have"
+            ))),
+            other => Err(invalid(format!(
+                "sinks[{i}].kind {other:?} is not a backend (known: file, sqlite, object)"
+            ))),
+        }
+    }
+
+    /// The writer settings this config describes.
+    pub fn writer_config(&self) -> WriterConfig {
+        let l = &self.log;
+        WriterConfig {
+            batch_max_records: l.batch_max_records,
+            batch_max_bytes: l.batch_max_bytes,
+            linger: Duration::from_millis(l.linger_ms),
+            queue_capacity: l.queue_capacity,
+            when_full: l.when_full,
+            min_durable_sinks: l.min_durable_sinks,
+            default_durability: l.default_durability,
+            durability_by_decision: l.durability_by_decision.clone(),
+            recovery_successes: l.recovery_successes,
+            max_record_bytes: l.max_record_bytes,
+            retention_memory_bytes: l.retention_memory_bytes,
+            spool: l.spool_dir.as_ref().map(|d| SpoolConfig {
+                dir: self.resolve(d),
+                max_bytes: l.spool_max_bytes,
+            }),
+            retry_min: Duration::from_millis(l.retry_min_ms),
+            retry_max: Duration::from_millis(l.retry_max_ms),
+        }
+    }
+}
+
+/// A sink's backend options, checked.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `kind = "file"`.
+    File(FileOptions),
+    /// `kind = "sqlite"`.
+    Sqlite(SqliteOptions),
+}
