@@ -189,6 +189,20 @@ impl Writer {
         .map_err(err("open"))?;
         conn.busy_timeout(config.busy_timeout)
             .map_err(err("set busy timeout"))?;
+        // SQLite silently falls back to read-only when the file cannot be
+        // opened for writing; an audit sink must not.
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(err("check access"))?
+        {
+            return Err(SinkError::Config {
+                sink: name,
+                detail: format!(
+                    "{} is read-only; the sink needs to write to it",
+                    path.display()
+                ),
+            });
+        }
         let found = inspect(&conn).map_err(err("read schema"))?;
         let version = match found {
             Found::Foreign(why) => {

@@ -1,0 +1,282 @@
+//! Queries, append-only triggers, and bad databases.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use audit_core::testing::{read_verified, sample_entry, sample_records};
+use audit_core::{AuditLog, RecordBatch, Sink, SinkError, SinkSpec, WriterConfig};
+use rusqlite::Connection;
+use sink_sqlite::{Query, SqliteLog, SqliteSink, SqliteSinkConfig};
+
+async fn filled(path: &Path, n: u64) -> Arc<SqliteSink> {
+    let sink = Arc::new(
+        SqliteSink::open(SqliteSinkConfig::new("db", path))
+            .await
+            .expect("open"),
+    );
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(sink.clone())],
+    )
+    .await
+    .expect("log");
+    for i in 0..n {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    log.close().await;
+    sink
+}
+
+#[tokio::test]
+async fn queries_use_the_indexed_columns_and_carry_seq_and_hash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = filled(&dir.path().join("q.db"), 200).await;
+    let stored = read_verified(sink.as_ref()).await;
+    let q = Query {
+        agent: Some("agent-03".into()),
+        decision: Some("allow".into()),
+        ..Query::default()
+    };
+    let rows = sink.log().query(&q).await.expect("query");
+    let expected: Vec<u64> = (0..200u64)
+        .filter(|i| i % 17 == 3 && i % 10 != 0)
+        .map(|i| i + 1)
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), expected);
+    for r in &rows {
+        let rec = &stored[(r.seq - 1) as usize];
+        assert_eq!(r.record_hash, rec.hash().to_hex());
+        assert_eq!(r.record.as_bytes(), rec.text());
+    }
+    let tool = sink
+        .log()
+        .query(&Query {
+            tool: Some("send_email".into()),
+            limit: Some(3),
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(tool.len(), 3);
+    let first = &stored[0];
+    let v: serde_json::Value = serde_json::from_slice(first.text()).expect("json");
+    let ts = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().expect("ts"))
+        .expect("rfc3339");
+    let ns = ts.timestamp_nanos_opt().expect("ns");
+    let window = sink
+        .log()
+        .query(&Query {
+            since_ns: Some(ns),
+            until_ns: Some(ns + 1),
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert!(window.iter().any(|r| r.seq == 1));
+    let by_request = sink
+        .log()
+        .query(&Query {
+            request_id: Some(v["request_id"].as_str().expect("id").into()),
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(by_request.len(), 1);
+}
+
+#[tokio::test]
+async fn triggers_refuse_update_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    filled(&path, 3).await;
+    let conn = Connection::open(&path).expect("open");
+    let upd = conn.execute("UPDATE records SET agent_id = 'x' WHERE seq = 1", []);
+    assert!(upd.is_err_and(|e| e.to_string().contains("append-only")));
+    let del = conn.execute("DELETE FROM records WHERE seq = 2", []);
+    assert!(del.is_err_and(|e| e.to_string().contains("append-only")));
+}
+
+fn sqlite3(db: &Path, sql: &str) {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("the sqlite3 shell is needed for this test (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn modified_at(path: &Path) -> Vec<(u64, String)> {
+    let report = audit_verify::verify(
+        &[audit_verify::Source::Sqlite(path.to_path_buf())],
+        &audit_verify::VerifyOptions::default(),
+    )
+    .await
+    .expect("verify");
+    report.sources[0]
+        .findings
+        .iter()
+        .filter(|f| f.class == audit_verify::FindingClass::Modified)
+        .map(|f| (f.seq.unwrap_or(0), f.detail.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn verifier_finds_edits_made_after_dropping_the_triggers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edit.db");
+    filled(&path, 20).await;
+    assert!(modified_at(&path).await.is_empty());
+    let drop = "DROP TRIGGER records_no_update; DROP TRIGGER records_no_delete;";
+    // The verbatim record text.
+    sqlite3(
+        &path,
+        &format!(
+            "{drop} UPDATE records SET record = replace(record, 'agent-', 'agent_') WHERE seq = 7;"
+        ),
+    );
+    let found = modified_at(&path).await;
+    assert!(
+        found.iter().any(|(s, d)| *s == 7 && d.contains("hash")),
+        "{found:?}"
+    );
+    // An indexed column alone, on a fresh copy.
+    let path2 = dir.path().join("edit2.db");
+    filled(&path2, 20).await;
+    sqlite3(
+        &path2,
+        &format!("{drop} UPDATE records SET agent_id = 'innocent' WHERE seq = 12;"),
+    );
+    let found = modified_at(&path2).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 12);
+    assert!(found[0].1.contains("agent_id"), "{found:?}");
+}
+
+fn file_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).expect("read")
+}
+
+#[tokio::test]
+async fn bad_databases_are_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Not a database.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'j'; 8192]).expect("write");
+    let err = SqliteSink::open(SqliteSinkConfig::new("db", &junk))
+        .await
+        .expect_err("junk");
+    assert!(
+        err.to_string().contains("not a SQLite database") && err.to_string().contains("junk.db"),
+        "{err}"
+    );
+    assert_eq!(file_bytes(&junk), vec![b'j'; 8192]);
+
+    // Another application's schema.
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .expect("open")
+        .execute_batch("CREATE TABLE users (id INTEGER);")
+        .expect("create");
+    let before = file_bytes(&other);
+    let err = SqliteSink::open(SqliteSinkConfig::new("db", &other))
+        .await
+        .expect_err("foreign");
+    assert!(
+        err.to_string().contains("not an auditlog database") && err.to_string().contains("users"),
+        "{err}"
+    );
+    assert_eq!(file_bytes(&other), before);
+
+    // A newer schema version.
+    let newer = dir.path().join("newer.db");
+    filled(&newer, 2).await;
+    Connection::open(&newer)
+        .expect("open")
+        .pragma_update(None, "user_version", 99)
+        .expect("pragma");
+    let err = SqliteSink::open(SqliteSinkConfig::new("db", &newer))
+        .await
+        .expect_err("newer");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    assert!(SqliteLog::open_read_only(&newer).await.is_err());
+
+    // Locked by another writer.
+    let locked = dir.path().join("locked.db");
+    filled(&locked, 2).await;
+    let holder = Connection::open(&locked).expect("open");
+    holder.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
+    let mut cfg = SqliteSinkConfig::new("db", &locked);
+    cfg.busy_timeout = std::time::Duration::from_millis(100);
+    let err = SqliteSink::open(cfg).await.expect_err("locked");
+    assert!(
+        err.to_string().contains("locked") && err.to_string().contains("locked.db"),
+        "{err}"
+    );
+    holder.execute_batch("ROLLBACK;").expect("unlock");
+}
+
+#[tokio::test]
+async fn read_only_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ro.db");
+    filled(&path, 2).await;
+    // Root ignores permission bits, so make the file immutable instead.
+    let immutable = Command::new("chattr")
+        .arg("+i")
+        .arg(&path)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !immutable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        if Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"))
+        {
+            eprintln!("SKIPPED read_only_database_is_refused: chattr +i is unavailable here and root ignores mode 0444");
+            return;
+        }
+    }
+    let before = file_bytes(&path);
+    let result = SqliteSink::open(SqliteSinkConfig::new("db", &path)).await;
+    if immutable {
+        let _ = Command::new("chattr").arg("-i").arg(&path).status();
+    }
+    let err = result.expect_err("read-only");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ro.db")
+            && (msg.contains("read-only")
+                || msg.contains("readonly")
+                || msg.contains("cannot open")),
+        "{msg}"
+    );
+    assert_eq!(file_bytes(&path), before);
+}
+
+#[tokio::test]
+async fn records_are_byte_identical_to_the_file_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("b.db")))
+        .await
+        .expect("open");
+    let recs = sample_records(None, 5);
+    sink.append(&RecordBatch::new(recs.clone()).expect("batch"))
+        .await
+        .expect("append");
+    let back = read_verified(&sink).await;
+    for (a, b) in recs.iter().zip(&back) {
+        assert_eq!(a.line(), b.line());
+    }
+    let err = sink
+        .append(&RecordBatch::new(recs[..1].to_vec()).expect("batch"))
+        .await
+        .expect_err("replay");
+    assert!(matches!(err, SinkError::NotContiguous { .. }));
+}
