@@ -196,13 +196,9 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     let (mut appended, mut rejected, mut failed) = (0u64, 0u64, 0u64);
     let mut range: Option<(u64, u64)> = None;
     let mut out = std::io::stdout().lock();
-    let mut settle = |handle: Result<
-        Result<auditlog::Receipt, audit_core::AppendError>,
-        tokio::task::JoinError,
-    >,
-                      line: u64| {
-        match handle {
-            Ok(Ok(r)) => {
+    let mut settle =
+        |result: Result<auditlog::Receipt, audit_core::AppendError>, line: u64| match result {
+            Ok(r) => {
                 appended += 1;
                 range = Some(range.map_or((r.seq, r.seq), |(a, b)| (a.min(r.seq), b.max(r.seq))));
                 if print_receipts {
@@ -210,16 +206,11 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
                     let _ = writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, r.hash);
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 failed += 1;
                 eprintln!("line {line}: not appended: {e}");
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("line {line}: append task failed: {e}");
-            }
-        }
-    };
+        };
     while let Some((line, item)) = rx.recv().await {
         match item {
             Err(reason) => {
@@ -227,18 +218,21 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
                 eprintln!("line {line}: rejected: {reason}");
             }
             Ok(entry) => {
-                let log = log.clone();
-                inflight.push_back((line, tokio::spawn(async move { log.append(&entry).await })));
+                // Queued in input order, so sequence numbers follow the input.
+                match log.enqueue(&entry).await {
+                    Ok(pending) => inflight.push_back((line, pending)),
+                    Err(e) => settle(Err(e), line),
+                }
                 if inflight.len() >= 4096 {
-                    if let Some((line, h)) = inflight.pop_front() {
-                        settle(h.await, line);
+                    if let Some((line, pending)) = inflight.pop_front() {
+                        settle(pending.await, line);
                     }
                 }
             }
         }
     }
-    while let Some((line, h)) = inflight.pop_front() {
-        settle(h.await, line);
+    while let Some((line, pending)) = inflight.pop_front() {
+        settle(pending.await, line);
     }
     let _ = reader.await;
     log.close().await;

@@ -45,6 +45,6 @@ pub use sink::{
     StoredRecord,
 };
 pub use writer::{
-    AppendError, AuditLog, Durability, HealthSnapshot, HealthState, OpenError, Receipt, Role,
-    SinkHealth, SinkSpec, SpoolConfig, WhenFull, WriterConfig,
+    AppendError, AuditLog, Durability, HealthSnapshot, HealthState, OpenError, PendingReceipt,
+    Receipt, Role, SinkHealth, SinkSpec, SpoolConfig, WhenFull, WriterConfig,
 };

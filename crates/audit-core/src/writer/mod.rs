@@ -182,6 +182,25 @@ pub struct Receipt {
     pub hash: Hash32,
 }
 
+/// A queued entry's receipt, resolved once the record is durable under its policy.
+#[derive(Debug)]
+#[must_use = "the receipt says whether the entry became durable"]
+pub struct PendingReceipt {
+    rx: oneshot::Receiver<Result<Receipt, AppendError>>,
+}
+
+impl std::future::Future for PendingReceipt {
+    type Output = Result<Receipt, AppendError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AppendError::Closed)))
+    }
+}
+
 /// Why an append did not produce a receipt.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -352,6 +371,24 @@ impl AuditLog {
         entry: &AuditEntry,
         durability: Durability,
     ) -> Result<Receipt, AppendError> {
+        self.enqueue_with(entry, durability).await?.await
+    }
+
+    /// Queues `entry` (waiting for room, or failing fast, as configured) and
+    /// returns a future for its receipt. Entries queued one after another by
+    /// one task get increasing sequence numbers in that order, so a caller can
+    /// keep many appends in flight and still log them in input order.
+    pub async fn enqueue(&self, entry: &AuditEntry) -> Result<PendingReceipt, AppendError> {
+        self.enqueue_with(entry, self.config.durability_for(entry))
+            .await
+    }
+
+    /// [`AuditLog::enqueue`] with an explicit durability.
+    pub async fn enqueue_with(
+        &self,
+        entry: &AuditEntry,
+        durability: Durability,
+    ) -> Result<PendingReceipt, AppendError> {
         let mut body = Vec::with_capacity(768);
         encode_entry_body(entry, &mut body)?;
         // Chain members add at most 180 bytes.
@@ -377,7 +414,7 @@ impl AuditLog {
                 mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
             })?,
         }
-        rx.await.map_err(|_| AppendError::Closed)?
+        Ok(PendingReceipt { rx })
     }
 
     /// The current health, ready to serialize for a /health endpoint.

@@ -1,0 +1,247 @@
+//! End-to-end: the `audit` binary on real file and SQLite sinks.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn audit(cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run audit");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn entries(from: u64, n: u64) -> String {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                "{{\"agent_id\":\"agent-{}\",\"tool_called\":\"read_file\",\"arguments\":{{\"i\":{i},\"pi\":3.14159}},\"authorization_decision\":\"{}\"}}\n",
+                i % 5,
+                if i % 4 == 0 { "deny" } else { "allow" }
+            )
+        })
+        .collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn append_prints_receipts_rejects_bad_lines_and_a_second_process_continues_the_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut input = entries(0, 50);
+    input.push_str("{not json\n");
+    input.push_str("{\"agent_id\":\"x\",\"chain_sequence\":7}\n");
+    input.push_str(&entries(50, 10));
+    let out = audit(dir.path(), &["append", "--receipts"], input.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "rejected lines must show in the exit status; stderr: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("line 51: rejected"), "{err}");
+    assert!(
+        err.contains("line 52: rejected") && err.contains("chain_sequence"),
+        "{err}"
+    );
+    assert!(err.contains("60 appended"), "{err}");
+    let receipts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("receipt is JSON"))
+        .collect();
+    assert_eq!(receipts.len(), 60);
+    for (i, r) in receipts.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64 + 1, "receipts come in input order");
+        assert_eq!(r["hash"].as_str().map(str::len), Some(64));
+    }
+
+    // A second process appends to the same sinks: the chain continues.
+    let out = audit(
+        dir.path(),
+        &["append", "--receipts"],
+        entries(100, 5).as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .expect("receipt"),
+    )
+    .expect("json");
+    assert_eq!(first["seq"], 61);
+
+    let out = audit(dir.path(), &["verify", "--strict", "--json"], b"");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["ok"], true);
+    for s in report["sources"].as_array().expect("sources") {
+        assert_eq!(s["records"], 65);
+        assert_eq!(s["last_seq"], 65);
+        assert!(s["findings"].as_array().expect("findings").is_empty());
+    }
+    let seg = std::fs::read_to_string(
+        dir.path()
+            .join("audit-data/file/audit-00000000000000000001.jsonl"),
+    )
+    .expect("segment");
+    assert_eq!(
+        seg.matches("\"chain_prev_hash\":\"genesis\"").count(),
+        1,
+        "no second genesis after restart"
+    );
+
+    let out = audit(
+        dir.path(),
+        &[
+            "query",
+            "--agent",
+            "agent-2",
+            "--decision",
+            "deny",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(r["record"]["agent_id"], "agent-2");
+        assert_eq!(r["record"]["authorization_decision"], "deny");
+        assert!(r["seq"].as_u64().is_some() && r["record_hash"].as_str().is_some());
+    }
+}
+
+#[test]
+fn tampering_makes_verify_exit_1_and_unreadable_sources_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(audit(dir.path(), &["append"], entries(0, 20).as_bytes())
+        .status
+        .success());
+    let seg = dir
+        .path()
+        .join("audit-data/file/audit-00000000000000000001.jsonl");
+    let text = std::fs::read_to_string(&seg)
+        .expect("read")
+        .replacen("agent-3", "agent-9", 1);
+    std::fs::write(&seg, text).expect("write");
+    let out = audit(dir.path(), &["verify"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("modified") && human.contains("seq 4"),
+        "{human}"
+    );
+    let out = audit(dir.path(), &["verify", "sqlite:does-not-exist.db"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does-not-exist.db"));
+    let out = Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(["verify", "--no-such-flag"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_fork_between_sinks_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write config");
+        p
+    };
+    let only_file = write(
+        "a.toml",
+        "[[sinks]]\nkind = \"file\"\nname = \"left\"\ndir = \"left\"\n",
+    );
+    let only_db = write(
+        "b.toml",
+        "[[sinks]]\nkind = \"sqlite\"\nname = \"right\"\npath = \"right.db\"\n",
+    );
+    let both = write("c.toml", "[[sinks]]\nkind = \"file\"\nname = \"left\"\ndir = \"left\"\n[[sinks]]\nkind = \"sqlite\"\nname = \"right\"\npath = \"right.db\"\n");
+    assert!(audit(
+        dir.path(),
+        &["append", "--config", only_file.to_str().expect("utf8")],
+        entries(0, 5).as_bytes()
+    )
+    .status
+    .success());
+    assert!(audit(
+        dir.path(),
+        &["append", "--config", only_db.to_str().expect("utf8")],
+        entries(500, 3).as_bytes()
+    )
+    .status
+    .success());
+    let out = audit(
+        dir.path(),
+        &["append", "--config", both.to_str().expect("utf8")],
+        entries(0, 1).as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("left")
+            && err.contains("right")
+            && err.contains("sequence 3")
+            && err.contains("refusing to start"),
+        "{err}"
+    );
+}
+
+#[test]
+fn resync_backfills_a_new_sink_from_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.toml");
+    std::fs::write(
+        &one,
+        "[[sinks]]\nkind = \"file\"\nname = \"primary\"\ndir = \"primary\"\n",
+    )
+    .expect("write");
+    assert!(audit(
+        dir.path(),
+        &["append", "--config", one.to_str().expect("utf8")],
+        entries(0, 40).as_bytes()
+    )
+    .status
+    .success());
+    let two = dir.path().join("two.toml");
+    std::fs::write(&two, "[[sinks]]\nkind = \"file\"\nname = \"primary\"\ndir = \"primary\"\n[[sinks]]\nkind = \"sqlite\"\nname = \"replica\"\npath = \"replica.db\"\nrole = \"optional\"\n").expect("write");
+    let out = audit(
+        dir.path(),
+        &["resync", "--config", two.to_str().expect("utf8")],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = audit(
+        dir.path(),
+        &["verify", "--config", two.to_str().expect("utf8")],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records: 40"));
+}

@@ -1,0 +1,88 @@
+//! Broken configs fail with errors that name the key.
+
+use std::path::Path;
+
+use auditlog::config::Config;
+
+fn err(text: &str) -> String {
+    Config::parse(text, Path::new("test.toml"), Default::default())
+        .expect_err("config must be refused")
+        .to_string()
+}
+
+const FILE_SINK: &str = "[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = \"d\"\n";
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (
+            format!("[log]\nbatch_max_recordz = 5\n{FILE_SINK}"),
+            "batch_max_recordz",
+        ),
+        (
+            format!("[log]\nqueue_capacity = -1\n{FILE_SINK}"),
+            "queue_capacity",
+        ),
+        (
+            format!("[log]\nqueue_capacity = 0\n{FILE_SINK}"),
+            "log.queue_capacity",
+        ),
+        (
+            format!("[log]\nmin_durable_sinks = 2\n{FILE_SINK}"),
+            "log.min_durable_sinks",
+        ),
+        (
+            format!("[log]\ndefault_durability = \"maybe\"\n{FILE_SINK}"),
+            "maybe",
+        ),
+        (format!("{FILE_SINK}sync = \"yes\"\n"), "sinks[0]"),
+        (format!("{FILE_SINK}colour = \"blue\"\n"), "colour"),
+        (
+            "[[sinks]]\nkind = \"file\"\nname = \"f\"\n".to_string(),
+            "dir",
+        ),
+        ("[[sinks]]\nname = \"f\"\ndir = \"d\"\n".to_string(), "kind"),
+        (format!("{FILE_SINK}{FILE_SINK}"), "sinks[1].name"),
+        (
+            "[[sinks]]\nkind = \"tape\"\nname = \"t\"\n".to_string(),
+            "sinks[0].kind",
+        ),
+        (
+            "[[sinks]]\nkind = \"object\"\nname = \"s3\"\n".to_string(),
+            "`object` feature",
+        ),
+        (
+            "[[sinks]]\nkind = \"sqlite\"\nname = \"s\"\npath = \"x.db\"\nsynchronous = \"off\"\n"
+                .to_string(),
+            "sinks[0].synchronous",
+        ),
+        ("sinks = []\n".to_string(), "sinks"),
+        ("this is not toml".to_string(), "test.toml"),
+    ];
+    for (text, key) in cases {
+        let e = err(&text);
+        assert!(
+            e.contains(key),
+            "error for {text:?} does not name {key:?}: {e}"
+        );
+        assert!(e.contains("test.toml"), "error does not name the file: {e}");
+    }
+}
+
+#[test]
+fn examples_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let sources =
+                audit_verify::sources_from_config(&path).expect("verify reads the same config");
+            assert!(!sources.is_empty());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "examples/ should hold config files");
+    Config::embedded_default().expect("embedded default parses");
+}
