@@ -85,7 +85,10 @@ async fn file_tamper_matrix() {
     let (seg, recs) = file_log(&dir.path().join("log")).await;
     let original = lines(&seg);
     let src = Source::File(dir.path().join("log"));
-    assert!(check(&[src.clone()]).await.ok, "the untouched log verifies");
+    assert!(
+        check(std::slice::from_ref(&src)).await.ok,
+        "the untouched log verifies"
+    );
 
     let edit = |f: &dyn Fn(&mut Vec<Vec<u8>>)| {
         let mut l = original.clone();
@@ -100,7 +103,7 @@ async fn file_tamper_matrix() {
             .into_bytes()
     });
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Modified,
         Some(10),
@@ -108,7 +111,7 @@ async fn file_tamper_matrix() {
     // modified: rewritten with a recomputed hash.
     edit(&|l| l[9] = forged(&recs, 10, 99).line().to_vec());
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Modified,
         Some(10),
@@ -118,7 +121,7 @@ async fn file_tamper_matrix() {
         l.remove(9);
     });
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Deleted,
         Some(10),
@@ -126,7 +129,7 @@ async fn file_tamper_matrix() {
     // inserted: a forged record claiming sequence 10, next to the real one.
     edit(&|l| l.insert(10, forged(&recs, 10, 77).line().to_vec()));
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Inserted,
         Some(10),
@@ -134,7 +137,7 @@ async fn file_tamper_matrix() {
     // reordered.
     edit(&|l| l.swap(9, 10));
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Reordered,
         Some(10),
@@ -145,7 +148,7 @@ async fn file_tamper_matrix() {
         l.insert(10, d);
     });
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Duplicated,
         Some(10),
@@ -158,7 +161,7 @@ async fn file_tamper_matrix() {
             .into_bytes()
     });
     assert_finding(
-        &check(&[src.clone()]).await,
+        &check(std::slice::from_ref(&src)).await,
         0,
         FindingClass::Malformed,
         Some(10),
@@ -169,7 +172,7 @@ async fn file_tamper_matrix() {
         let half = l[19].len() / 2;
         l[19].truncate(half);
     });
-    let r = check(&[src.clone()]).await;
+    let r = check(std::slice::from_ref(&src)).await;
     assert!(
         r.sources[0]
             .findings
