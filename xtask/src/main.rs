@@ -1,1 +1,188 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `cargo xtask test`: installs what the tests need (the Python `blake3`
+//!   package), runs every Rust test, then the independent Python verifier on
+//!   the seed fixtures and on logs this project writes.
+//! - `cargo xtask bench [--quick]`: builds `audit-bench` in release mode,
+//!   prints the table and writes it, with the machine, into docs/BENCHMARKS.md.
+//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("$ {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn ensure_python_blake3() -> Result {
+    let have = Command::new(python())
+        .args(["-c", "import blake3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        run(Command::new(python()).args(["-m", "pip", "install", "--quiet", "blake3"]))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    ensure_python_blake3()?;
+    let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if nextest {
+        run(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--no-fail-fast",
+        ]))?;
+        // nextest does not run doctests.
+        run(cargo().args(["test", "--workspace", "--all-features", "--doc"]))?;
+    } else {
+        run(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast"]))?;
+    }
+    independent_verify()
+}
+
+/// Writes a log with the `audit` binary and checks it, and the
+/// seed fixtures, with the Python verifier written from docs/FORMAT.md.
+fn independent_verify() -> Result {
+    run(cargo().args(["build", "--bin", "audit"]))?;
+    let work = root().join("target/xtask-independent");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let entries = std::fs::read(root().join("examples/entries.jsonl"))
+        .map_err(|e| format!("examples/entries.jsonl: {e}"))?;
+    let mut child = Command::new(root().join("target/debug/audit"))
+        .args(["append"])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run audit: {e}"))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        for _ in 0..20 {
+            stdin
+                .write_all(&entries)
+                .map_err(|e| format!("audit append stdin: {e}"))?;
+        }
+    }
+    let status = child.wait().map_err(|e| format!("audit append: {e}"))?;
+    if !status.success() {
+        return Err(format!("audit append failed: {status}"));
+    }
+    let fixtures = root().join("tests/fixtures/seed-format");
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/independent_verify.py"));
+    for f in [
+        "seed-basic.jsonl",
+        "seed-floats.jsonl",
+        "seed-restarts.jsonl",
+    ] {
+        cmd.arg(fixtures.join(f));
+    }
+    cmd.arg(work.join("audit-data/file"));
+    run(&mut cmd)?;
+    // The Python verifier must also catch tampering.
+    let seg = work.join("audit-data/file/audit-00000000000000000001.jsonl");
+    let text = std::fs::read_to_string(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
+    std::fs::write(&seg, text.replacen("agent-0", "agent-X", 1))
+        .map_err(|e| format!("{}: {e}", seg.display()))?;
+    let tampered = Command::new(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg(work.join("audit-data/file"))
+        .output()
+        .map_err(|e| format!("python: {e}"))?;
+    if tampered.status.code() != Some(1) {
+        return Err(format!(
+            "the independent verifier did not report tampering: {tampered:?}"
+        ));
+    }
+    eprintln!("independent verifier: 4 logs verify, and tampering is caught");
+    Ok(())
+}
+
+fn bench(quick: bool) -> Result {
+    run(cargo().args(["build", "--release", "-p", "audit-bench"]))?;
+    let table = root().join("target/bench-table.md");
+    let mut cmd = Command::new(root().join("target/release/audit-bench"));
+    cmd.current_dir(root()).arg("--markdown").arg(&table);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)?;
+    let figures =
+        std::fs::read_to_string(&table).map_err(|e| format!("{}: {e}", table.display()))?;
+    let doc = root().join("docs/BENCHMARKS.md");
+    let old = std::fs::read_to_string(&doc).unwrap_or_default();
+    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    let new = match (old.find(start), old.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{start}\n{figures}{}", &old[..a], &old[b..]),
+        _ => format!("# Benchmarks\n\n{start}\n{figures}{end}\n"),
+    };
+    std::fs::write(&doc, new).map_err(|e| format!("{}: {e}", doc.display()))?;
+    eprintln!("wrote {}", doc.display());
+    Ok(())
+}
+
+fn ci() -> Result {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("ci") => ci(),
+        _ => Err("usage: cargo xtask <test | bench [--quick] | ci>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

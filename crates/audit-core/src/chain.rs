@@ -98,6 +98,14 @@ impl Sequencer {
     pub fn seal(&mut self, body: &[u8]) -> Record {
         let mut line = Vec::with_capacity(body.len() + 200);
         line.extend_from_slice(body);
+        self.seal_owned(line)
+    }
+
+    /// [`Sequencer::seal`] for a body the caller gives away: the chain members
+    /// are appended in place, so a body allocated with ~200 bytes to spare is
+    /// never copied.
+    pub fn seal_owned(&mut self, body: Vec<u8>) -> Record {
+        let mut line = body;
         line.extend_from_slice(b",\"chain_sequence\":");
         let mut digits = itoa::Buffer::new();
         line.extend_from_slice(digits.format(self.next_seq).as_bytes());

@@ -48,8 +48,7 @@ pub fn sample_entry(i: u64) -> AuditEntry {
         "path": format!("/srv/data/project-{}/report-{}.csv", i % 31, i),
         "limit": 100 + (i % 50),
         "score": (i as f64) / 7.0,
-        "labels": ["automation", "agent"],
-        "note": "routine access for the nightly reconciliation job",
+        "labels": ["automation"],
     });
     e.authorization_decision = if i.is_multiple_of(10) {
         "deny"

@@ -58,6 +58,7 @@ impl Source {
     pub(crate) async fn open(
         &self,
     ) -> Result<(Arc<dyn RecordReader>, HashMap<PathBuf, u64>, u64), VerifyError> {
+        #[allow(unused_variables)] // unused when no backend feature is on
         let unreadable = |e: String| VerifyError::Source {
             name: self.describe(),
             detail: e,

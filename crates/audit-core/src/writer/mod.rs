@@ -389,7 +389,8 @@ impl AuditLog {
         entry: &AuditEntry,
         durability: Durability,
     ) -> Result<PendingReceipt, AppendError> {
-        let mut body = Vec::with_capacity(768);
+        // Room for the chain members, which the driver appends in place.
+        let mut body = Vec::with_capacity(1024);
         encode_entry_body(entry, &mut body)?;
         // Chain members add at most 180 bytes.
         let len = body.len() + 180;
@@ -651,6 +652,7 @@ impl Driver {
     async fn start_batch(&mut self, mut pendings: Vec<Pending>) {
         let mut bytes: usize = pendings.iter().map(|p| p.body.len()).sum();
         let linger_until = Instant::now() + self.config.linger;
+        let mut idle_yields = 0u8;
         loop {
             if pendings.len() >= self.config.batch_max_records
                 || bytes >= self.config.batch_max_bytes
@@ -658,7 +660,20 @@ impl Driver {
                 break;
             }
             let msg = match self.rx.try_recv() {
-                Ok(m) => Some(m),
+                Ok(m) => {
+                    idle_yields = 0;
+                    Some(m)
+                }
+                Err(mpsc::error::TryRecvError::Empty)
+                    if self.config.linger.is_zero() && idle_yields < 2 =>
+                {
+                    // Producers woken by the last batch's receipts are likely
+                    // about to queue again: give them a turn before closing
+                    // this batch, or it would hold only the fastest of them.
+                    idle_yields += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 Err(mpsc::error::TryRecvError::Empty) if !self.config.linger.is_zero() => {
                     match tokio::time::timeout_at(linger_until, self.rx.recv()).await {
                         Ok(m) => m,
@@ -688,7 +703,7 @@ impl Driver {
             self.retention.push(r);
         }
         for p in pendings {
-            let r = self.seq.seal(&p.body);
+            let r = self.seq.seal_owned(p.body);
             waiters.push(Waiter {
                 seq: r.seq(),
                 hash: r.hash(),

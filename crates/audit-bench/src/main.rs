@@ -1,0 +1,460 @@
+//! `audit-bench`: measures auditlog and prints a Markdown table.
+//!
+//! Run through `cargo xtask bench`, which builds it in release mode and writes
+//! the table, with the machine it came from, into docs/BENCHMARKS.md.
+//! Benchmarks measure; they never assert. Targets are printed beside figures.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audit_core::testing::{sample_entry, sample_records};
+use audit_core::{
+    encode_entry_body, AuditLog, RecordBatch, Sequencer, Sink, SinkSpec, WriterConfig,
+};
+use sink_file::{FileSink, FileSinkConfig};
+use sink_sqlite::{Query, SqliteSink, SqliteSinkConfig};
+
+struct Row {
+    name: String,
+    value: String,
+    target: String,
+}
+
+fn row(
+    rows: &mut Vec<Row>,
+    name: impl Into<String>,
+    value: impl Into<String>,
+    target: impl Into<String>,
+) {
+    let r = Row {
+        name: name.into(),
+        value: value.into(),
+        target: target.into(),
+    };
+    eprintln!("  {:<64} {:>26}   {}", r.name, r.value, r.target);
+    rows.push(r);
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else {
+        format!("{:.0} k/s", r / 1e3)
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// Serialize + chain on one core, and serde_json + BLAKE3 alone for reference.
+fn bench_codec(rows: &mut Vec<Row>) {
+    let entries: Vec<_> = (0..20_000).map(sample_entry).collect();
+    let mut seq = Sequencer::new();
+    let mut body = Vec::with_capacity(1024);
+    let mut bytes = 0usize;
+    let n = 400_000u64;
+    let start = Instant::now();
+    for i in 0..n as usize {
+        body.clear();
+        encode_entry_body(&entries[i % entries.len()], &mut body).expect("serialize");
+        let r = seq.seal(&body);
+        bytes += r.line().len();
+    }
+    let d = start.elapsed();
+    let avg = bytes as u64 / n;
+    row(
+        rows,
+        format!("serialize + chain, 1 core, {avg}-byte records"),
+        fmt_rate(per_sec(n, d)),
+        "≥ 700 k/s",
+    );
+    let start = Instant::now();
+    let mut sink = 0u8;
+    for i in 0..n as usize {
+        let v = serde_json::to_vec(&entries[i % entries.len()]).expect("serialize");
+        sink ^= blake3::hash(&v).as_bytes()[0];
+    }
+    let d = start.elapsed();
+    std::hint::black_box(sink);
+    row(
+        rows,
+        "  reference: serde_json::to_vec + blake3::hash alone",
+        fmt_rate(per_sec(n, d)),
+        "(~780 k/s measured by the issue)",
+    );
+}
+
+struct Run {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn drive(log: &AuditLog, producers: usize, duration: Duration) -> Run {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut i = p as u64 * 10_000_000;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                log.append(&sample_entry(i)).await.expect("append");
+                lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32 * 1000 / 1000);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("producer"));
+    }
+    let d = start.elapsed();
+    all.sort_unstable();
+    // Latencies are stored in microseconds; percentile() reports milliseconds.
+    Run {
+        rate: per_sec(all.len() as u64, d),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+/// The seed's strategy: serialize, chain, write, flush and fsync each entry
+/// while holding one lock.
+async fn drive_seed_baseline(path: &Path, producers: usize, duration: Duration) -> Run {
+    use tokio::io::AsyncWriteExt;
+    struct State {
+        file: tokio::fs::File,
+        seq: Sequencer,
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .expect("open");
+    let state = Arc::new(tokio::sync::Mutex::new(State {
+        file,
+        seq: Sequencer::new(),
+    }));
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = p as u64 * 10_000_000;
+            let mut body = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut g = state.lock().await;
+                body.clear();
+                encode_entry_body(&sample_entry(i), &mut body).expect("serialize");
+                let r = g.seq.seal(&body);
+                g.file.write_all(r.line()).await.expect("write");
+                g.file.flush().await.expect("flush");
+                g.file.sync_all().await.expect("fsync");
+                drop(g);
+                lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("producer"));
+    }
+    let d = start.elapsed();
+    all.sort_unstable();
+    Run {
+        rate: per_sec(all.len() as u64, d),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+async fn file_sink(dir: &Path, name: &str) -> Arc<dyn Sink> {
+    Arc::new(
+        FileSink::open(FileSinkConfig::new(name, dir.join(name)))
+            .await
+            .expect("file sink"),
+    )
+}
+
+async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
+    let dur = Duration::from_secs(secs);
+    let mut ours64 = 0.0;
+    for producers in [1usize, 16, 64, 256] {
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let log = AuditLog::open(
+            WriterConfig::default(),
+            vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+        )
+        .await
+        .expect("open");
+        let r = drive(&log, producers, dur).await;
+        log.close().await;
+        if producers == 64 {
+            ours64 = r.rate;
+        }
+        let target = match producers {
+            64 => "≥ 300 k/s, p99 < 10 ms",
+            _ => "",
+        };
+        row(
+            rows,
+            format!("durable append, 1 file sink, {producers} producers"),
+            format!(
+                "{} p50 {:.2} ms p99 {:.2} ms",
+                fmt_rate(r.rate),
+                r.p50,
+                r.p99
+            ),
+            target,
+        );
+        let sdir = tempfile::tempdir_in(base).expect("tempdir");
+        let s = drive_seed_baseline(&sdir.path().join("seed.jsonl"), producers, dur).await;
+        row(
+            rows,
+            format!("  seed strategy (fsync per entry under one lock), {producers} producers"),
+            format!(
+                "{} p50 {:.2} ms p99 {:.2} ms",
+                fmt_rate(s.rate),
+                s.p50,
+                s.p99
+            ),
+            format!("ours is {:.0}× this", r.rate / s.rate.max(1.0)),
+        );
+    }
+    let _ = ours64;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let db = Arc::new(
+        SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("a.db")))
+            .await
+            .expect("db"),
+    );
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![
+            SinkSpec::required(file_sink(dir.path(), "f").await),
+            SinkSpec::required(db),
+        ],
+    )
+    .await
+    .expect("open");
+    let r = drive(&log, 64, dur).await;
+    log.close().await;
+    row(
+        rows,
+        "durable append, file + SQLite together, 64 producers",
+        format!(
+            "{} p50 {:.2} ms p99 {:.2} ms",
+            fmt_rate(r.rate),
+            r.p50,
+            r.p99
+        ),
+        "≥ 100 k/s (object sink not built yet)",
+    );
+}
+
+async fn bench_sqlite(rows: &mut Vec<Row>, base: &Path) {
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let sink = SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("q.db")))
+        .await
+        .expect("db");
+    let total = 1_000_000u64;
+    let mut head = None;
+    let mut in_timed = 0u64;
+    let mut timed = Duration::ZERO;
+    let mut made = 0;
+    while made < total {
+        let recs = sample_records(head, 1000);
+        head = recs.last().map(|r| r.head());
+        let batch = RecordBatch::new(recs).expect("batch");
+        let t = Instant::now();
+        sink.append(&batch).await.expect("append");
+        if made < 200_000 {
+            timed += t.elapsed();
+            in_timed += 1000;
+        }
+        made += 1000;
+    }
+    row(
+        rows,
+        "SQLite sink alone, batches of 1,000 (synchronous=FULL)",
+        fmt_rate(per_sec(in_timed, timed)),
+        "≥ 100 k/s",
+    );
+    let log = sink.log().clone();
+    let mut times = Vec::new();
+    for i in 0..50 {
+        let t = Instant::now();
+        let rows = log
+            .query(&Query {
+                agent: Some(format!("agent-{:02}", i % 17)),
+                decision: Some("deny".into()),
+                limit: Some(100),
+                ..Query::default()
+            })
+            .await
+            .expect("query");
+        times.push(t.elapsed());
+        std::hint::black_box(rows);
+    }
+    times.sort();
+    row(
+        rows,
+        "indexed query on 1M rows (agent + decision, 100 results)",
+        format!(
+            "median {:.2} ms",
+            times[times.len() / 2].as_secs_f64() * 1e3
+        ),
+        "< 10 ms",
+    );
+}
+
+async fn bench_big_log(rows: &mut Vec<Row>, base: &Path, gigabytes: f64) {
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let mut cfg = FileSinkConfig::new("big", dir.path().join("log"));
+    cfg.max_segment_bytes = None;
+    let sink = FileSink::open(cfg.clone()).await.expect("open");
+    let target = (gigabytes * 1e9) as u64;
+    let mut written = 0u64;
+    let mut head = None;
+    let mut records = 0u64;
+    while written < target {
+        let recs = sample_records(head, 10_000);
+        head = recs.last().map(|r| r.head());
+        written += recs.iter().map(|r| r.line().len() as u64).sum::<u64>();
+        records += recs.len() as u64;
+        sink.append(&RecordBatch::new(recs).expect("batch"))
+            .await
+            .expect("append");
+    }
+    drop(sink);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = FileSink::open(cfg.clone()).await.expect("reopen");
+        times.push(t.elapsed());
+        drop(s);
+    }
+    times.sort();
+    row(
+        rows,
+        format!(
+            "reopen a {:.1} GB file log ({records} records)",
+            written as f64 / 1e9
+        ),
+        format!("median {:.2} ms", times[2].as_secs_f64() * 1e3),
+        "< 50 ms",
+    );
+    let t = Instant::now();
+    let report = audit_verify::verify(
+        &[audit_verify::Source::File(dir.path().join("log"))],
+        &audit_verify::VerifyOptions::default(),
+    )
+    .await
+    .expect("verify");
+    let d = t.elapsed();
+    assert!(report.ok, "benchmark log must verify");
+    row(
+        rows,
+        format!(
+            "verify a {:.1} GB file log, both cores",
+            written as f64 / 1e9
+        ),
+        format!(
+            "{} ({:.0} MB/s)",
+            fmt_rate(per_sec(records, d)),
+            written as f64 / 1e6 / d.as_secs_f64()
+        ),
+        "≥ 1 M/s",
+    );
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{cpu}, {cores} cores, {:.0} GiB RAM",
+        mem as f64 / 1048576.0
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--markdown")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let base = std::env::var("AUDIT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
+    std::fs::create_dir_all(&base).expect("bench dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rows = Vec::new();
+    eprintln!("machine: {}", machine());
+    bench_codec(&mut rows);
+    rt.block_on(async {
+        bench_appends(&mut rows, Path::new(&base), if quick { 1 } else { 3 }).await;
+        bench_sqlite(&mut rows, Path::new(&base)).await;
+        bench_big_log(&mut rows, Path::new(&base), if quick { 0.2 } else { 1.0 }).await;
+    });
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Measured {} on {} (filesystem under `{base}`).\n\n| benchmark | result | target / comparison |\n| --- | --- | --- |\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine()
+    ));
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} |\n",
+            r.name.trim(),
+            r.value,
+            r.target
+        ));
+    }
+    print!("{md}");
+    if let Some(path) = out {
+        std::fs::write(&path, md).expect("write table");
+    }
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""An independent verifier for auditlog logs, written from docs/FORMAT.md alone.
+
+Usage: independent_verify.py PATH [PATH ...]
+PATH is a JSONL file or a directory of audit-<seq>.jsonl segments.
+Exit 0 when every log verifies (restart warnings allowed), 1 otherwise.
+Needs the `blake3` package from PyPI.
+"""
+import json
+import os
+import re
+import sys
+
+import blake3
+
+SUFFIX = re.compile(
+    rb',"chain_sequence":([1-9][0-9]{0,19}),"chain_prev_hash":"(genesis|[0-9a-f]{64})",'
+    rb'"chain_record_hash":"([0-9a-f]{64})"\}\Z'
+)
+SEGMENT = re.compile(r"^audit-([0-9]{20})(\.[0-9]+)?\.jsonl$")
+CHAIN = ("chain_sequence", "chain_prev_hash", "chain_record_hash")
+
+
+class Malformed(Exception):
+    pass
+
+
+def no_duplicates(pairs):
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise Malformed(f"duplicate member {k!r}")
+        seen.add(k)
+    return dict(pairs)
+
+
+def ordered(pairs):
+    no_duplicates(pairs)
+    return pairs
+
+
+def parse(text):
+    """Returns (seq, prev, claimed_hash) or raises Malformed."""
+    if b"\n" in text or b"\r" in text:
+        raise Malformed("raw newline in record")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Malformed(f"invalid UTF-8 at byte {e.start}")
+    m = SUFFIX.search(text)
+    if not text.startswith(b"{") or m is None:
+        raise Malformed("chain members missing or not canonical")
+    seq = int(m.group(1))
+    if seq >= 2**64:
+        raise Malformed("sequence overflows 64 bits")
+    try:
+        # Duplicate members are refused at every depth; the top level keeps order.
+        top = json.loads(decoded, object_pairs_hook=ordered)
+    except (ValueError, Malformed) as e:
+        raise Malformed(f"invalid JSON: {e}")
+    if not isinstance(top, list):
+        raise Malformed("not a JSON object")
+    names = [k for k, _ in top]
+    if names[-3:] != list(CHAIN) or any(n in CHAIN for n in names[:-3]):
+        raise Malformed("chain members out of place")
+    if "record_type" in names and names.index("record_type") != 0:
+        raise Malformed("record_type is not the first member")
+    values = dict(top)
+    if values["chain_sequence"] != seq or isinstance(values["chain_sequence"], bool):
+        raise Malformed("parsed sequence differs from its bytes")
+    if values["chain_prev_hash"] != m.group(2).decode() or values["chain_record_hash"] != m.group(3).decode():
+        raise Malformed("parsed hashes differ from their bytes")
+    return seq, m.group(2).decode(), m.group(3).decode()
+
+
+def record_hash(text):
+    return blake3.blake3(text[:-88] + b"}").hexdigest()
+
+
+def files_of(path):
+    if os.path.isdir(path):
+        segs = sorted(n for n in os.listdir(path) if SEGMENT.match(n))
+        return [(os.path.join(path, n), int(SEGMENT.match(n).group(1))) for n in segs]
+    return [(path, None)]
+
+
+def verify(path):
+    errors, warnings, records, chains = [], [], 0, 0
+    last = None  # (seq, hash) of the previous record
+    for fname, promised in files_of(path):
+        with open(fname, "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        elif lines:
+            warnings.append(f"{fname}: ends mid-line ({len(lines[-1])} bytes without a newline)")
+            lines.pop()
+        for n, text in enumerate(lines, 1):
+            where = f"{fname}:{n}"
+            try:
+                seq, prev, claimed = parse(text)
+            except Malformed as e:
+                errors.append(f"{where}: malformed: {e}")
+                continue
+            records += 1
+            if n == 1 and promised is not None and promised != seq:
+                errors.append(f"{where}: segment named for {promised} starts with {seq}")
+            computed = record_hash(text)
+            if computed != claimed:
+                errors.append(f"{where}: record {seq} modified: stored {claimed}, bytes hash to {computed}")
+            if prev == "genesis":
+                if seq != 1:
+                    errors.append(f"{where}: record {seq} claims to start a chain")
+                elif last is not None:
+                    warnings.append(f"{where}: restart: unanchored genesis after sequence {last[0]}")
+                chains += 1
+            elif last is None:
+                errors.append(f"{where}: log starts at {seq} without genesis")
+                chains += 1
+            elif seq != last[0] + 1:
+                errors.append(f"{where}: sequence {seq} follows {last[0]}")
+            elif prev != last[1]:
+                errors.append(f"{where}: record {seq} does not link to record {last[0]}")
+            last = (seq, claimed)
+    return records, chains, last, errors, warnings
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ok = True
+    for path in argv[1:]:
+        if not os.path.exists(path):
+            print(f"{path}: does not exist", file=sys.stderr)
+            return 2
+        records, chains, last, errors, warnings = verify(path)
+        head = f"head {last[0]} {last[1]}" if last else "empty"
+        print(f"{path}: {records} records, {chains} chain(s), {head}, {len(errors)} error(s), {len(warnings)} warning(s)")
+        for w in warnings:
+            print(f"  warning: {w}")
+        for e in errors[:50]:
+            print(f"  error: {e}")
+        ok = ok and not errors
+    print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
