@@ -277,7 +277,10 @@ async fn bench_sqlite(rows: &mut Vec<Row>, base: &Path) {
     let sink = SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("q.db")))
         .await
         .expect("db");
-    let total = 1_000_000u64;
+    let total: u64 = std::env::var("AUDIT_BENCH_SQLITE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let mut head = None;
     let mut in_timed = 0u64;
     let mut timed = Duration::ZERO;
@@ -299,6 +302,25 @@ async fn bench_sqlite(rows: &mut Vec<Row>, base: &Path) {
         "SQLite sink alone, batches of 1,000 (synchronous=FULL)",
         fmt_rate(per_sec(in_timed, timed)),
         "≥ 100 k/s",
+    );
+    let mut small = Duration::ZERO;
+    for _ in 0..200 {
+        let recs = sample_records(head, 64);
+        head = recs.last().map(|r| r.head());
+        let batch = RecordBatch::new(recs).expect("batch");
+        let t = Instant::now();
+        sink.append(&batch).await.expect("append");
+        small += t.elapsed();
+    }
+    row(
+        rows,
+        format!("SQLite sink alone, batches of 64, after {total} rows"),
+        format!(
+            "{} ({:.2} ms per batch)",
+            fmt_rate(per_sec(200 * 64, small)),
+            small.as_secs_f64() * 1e3 / 200.0
+        ),
+        "",
     );
     let log = sink.log().clone();
     let mut times = Vec::new();
@@ -416,8 +438,53 @@ fn machine() -> String {
     )
 }
 
+fn profile_verify_parts() {
+    let recs = sample_records(None, 200_000);
+    let t = Instant::now();
+    for _ in 0..10 {
+        for r in &recs {
+            std::hint::black_box(audit_core::parse_record(r.text()).expect("parse"));
+        }
+    }
+    eprintln!(
+        "parse_record: {:.0} ns/record",
+        t.elapsed().as_nanos() as f64 / 2e6
+    );
+    let t = Instant::now();
+    for r in &recs {
+        std::hint::black_box(audit_core::record_hash(r.text()));
+    }
+    eprintln!(
+        "record_hash: {:.0} ns/record",
+        t.elapsed().as_nanos() as f64 / 2e5
+    );
+    let t = Instant::now();
+    for r in &recs {
+        std::hint::black_box(
+            serde_json::from_slice::<serde::de::IgnoredAny>(r.text()).expect("json"),
+        );
+    }
+    eprintln!(
+        "serde_json IgnoredAny: {:.0} ns/record",
+        t.elapsed().as_nanos() as f64 / 2e5
+    );
+    let t = Instant::now();
+    for r in &recs {
+        std::hint::black_box(std::str::from_utf8(r.text()).is_ok());
+    }
+    eprintln!(
+        "utf8: {:.0} ns/record ({} bytes)",
+        t.elapsed().as_nanos() as f64 / 2e5,
+        recs[0].text().len()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--profile-verify") {
+        profile_verify_parts();
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()

@@ -11,6 +11,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// The prev hash of the first record of a chain.
 pub const GENESIS: &str = "genesis";
@@ -36,10 +37,14 @@ impl Hash32 {
             return None;
         }
         let mut out = [0u8; 32];
+        let mut bad = 0u8;
         for (i, pair) in hex.chunks_exact(2).enumerate() {
-            out[i] = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+            let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+            bad |= hi | lo;
+            out[i] = (hi << 4) | (lo & 0x0f);
         }
-        Some(Self(out))
+        // Invalid digits map to 0xff; one check at the end keeps the loop branch-free.
+        (bad & 0xf0 == 0).then_some(Self(out))
     }
 
     /// The 64-digit lowercase hex form.
@@ -48,13 +53,21 @@ impl Hash32 {
     }
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// Lowercase hex digit values; 0xff for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 impl fmt::Display for Hash32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,30 +377,43 @@ pub fn parse_record(text: &[u8]) -> Result<ParsedRecord<'_>, RecordError> {
     if text.is_empty() {
         return Err(RecordError::Empty);
     }
-    if let Err(e) = std::str::from_utf8(text) {
-        return Err(RecordError::NotUtf8 {
-            offset: e.valid_up_to(),
-        });
-    }
-    if let Some(offset) = text.iter().position(|&b| b == b'\n' || b == b'\r') {
+    let text_str = match std::str::from_utf8(text) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(RecordError::NotUtf8 {
+                offset: e.valid_up_to(),
+            })
+        }
+    };
+    if let Some(offset) = memchr::memchr2(b'\n', b'\r', text) {
         return Err(RecordError::EmbeddedNewline { offset });
     }
     if text[0] != b'{' {
         return Err(RecordError::Json("a record must start with '{'".into()));
     }
-    let (seq, prev, claimed_hash, _) = parse_chain_suffix(text)?;
-    let mut de = serde_json::Deserializer::from_slice(text);
+    let (seq, prev, claimed_hash, members_at) = parse_chain_suffix(text)?;
+    // From the already-validated str, so raw values are not re-validated as UTF-8.
+    let mut de = serde_json::Deserializer::from_str(text_str);
     let top = TopLevel.deserialize(&mut de).map_err(classify_json_error)?;
     de.end().map_err(|e| RecordError::Json(e.to_string()))?;
     let top = top?;
-    let prev_ok = match (&prev, top.prev.as_deref()) {
-        (PrevHash::Genesis, Some(GENESIS)) => true,
-        (PrevHash::Hash(h), Some(s)) => Hash32::from_hex(s.as_bytes()) == Some(*h),
-        _ => false,
-    };
-    let hash_ok =
-        top.hash.as_deref().map(|s| Hash32::from_hex(s.as_bytes())) == Some(Some(claimed_hash));
-    if top.seq != Some(seq) || !prev_ok || !hash_ok {
+    // The parsed chain members must be exactly the bytes read from the suffix:
+    // no escapes, no other spelling.
+    // Compared as raw bytes against the suffix the values were read from.
+    let n = text.len();
+    let hash_raw = &text[n - 67..n - 1];
+    let prev_raw = &text[members_at..n - HASH_SUFFIX_LEN];
+    let prev_raw = &prev_raw[prev_raw.len()
+        - match prev {
+            PrevHash::Genesis => GENESIS.len() + 2,
+            PrevHash::Hash(_) => 66,
+        }..];
+    let hash_ok = top.hash.map(str::as_bytes) == Some(hash_raw);
+    let prev_ok = top.prev.map(str::as_bytes) == Some(prev_raw);
+    let seq_ok = top
+        .seq
+        .is_some_and(|raw| raw.parse::<u64>().ok() == Some(seq) && !raw.starts_with('0'));
+    if !seq_ok || !prev_ok || !hash_ok {
         return Err(RecordError::Ambiguous);
     }
     Ok(ParsedRecord {
@@ -432,9 +458,9 @@ pub fn record_hash(text: &[u8]) -> Hash32 {
 }
 
 struct TopFields<'a> {
-    seq: Option<u64>,
-    prev: Option<Cow<'a, str>>,
-    hash: Option<Cow<'a, str>>,
+    seq: Option<&'a str>,
+    prev: Option<&'a str>,
+    hash: Option<&'a str>,
     record_type: Option<Cow<'a, str>>,
 }
 
@@ -474,21 +500,21 @@ impl<'de> Visitor<'de> for TopLevel {
                         return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
                     }
                     chain_stage = 1;
-                    fields.seq = Some(map.next_value::<u64>()?);
+                    fields.seq = Some(map.next_value::<&'de RawValue>()?.get());
                 }
                 "chain_prev_hash" => {
                     if chain_stage != 1 {
                         return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
                     }
                     chain_stage = 2;
-                    fields.prev = Some(map.next_value::<Key<'de>>()?.0);
+                    fields.prev = Some(map.next_value::<&'de RawValue>()?.get());
                 }
                 "chain_record_hash" => {
                     if chain_stage != 2 {
                         return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
                     }
                     chain_stage = 3;
-                    fields.hash = Some(map.next_value::<Key<'de>>()?.0);
+                    fields.hash = Some(map.next_value::<&'de RawValue>()?.get());
                 }
                 _ if chain_stage != 0 => {
                     return Err(de::Error::custom(format_args!("{MISPLACED_TAG}{key}")));
@@ -499,7 +525,10 @@ impl<'de> Visitor<'de> for TopLevel {
                     }
                     fields.record_type = Some(map.next_value::<Key<'de>>()?.0);
                 }
-                _ => map.next_value_seed(UniqueValue)?,
+                _ => {
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    check_nested(raw.get(), 1).map_err(de::Error::custom)?;
+                }
             }
             index += 1;
         }
@@ -554,41 +583,37 @@ impl<'a> KeySet<'a> {
     }
 }
 
-/// Any JSON value, checked for duplicate members at every depth.
-struct UniqueValue;
+/// How deep objects and arrays may nest inside a record.
+const MAX_DEPTH: usize = 128;
 
-impl<'de> DeserializeSeed<'de> for UniqueValue {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+/// Checks a value already validated as JSON (a `RawValue`) for duplicate
+/// members inside it. Scalars are skipped without being converted, which is
+/// what keeps strict parsing close to the speed of plain validation.
+fn check_nested(raw: &str, depth: usize) -> Result<(), serde_json::Error> {
+    match raw.as_bytes().first() {
+        Some(b'{') | Some(b'[') => {}
+        _ => return Ok(()),
     }
+    if depth > MAX_DEPTH {
+        return Err(de::Error::custom(format_args!(
+            "nesting deeper than {MAX_DEPTH}"
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    de::Deserializer::deserialize_any(&mut de, Nested(depth))
 }
 
-impl<'de> Visitor<'de> for UniqueValue {
+struct Nested(usize);
+
+impl<'de> Visitor<'de> for Nested {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+        f.write_str("a JSON object or array")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(UniqueValue)?.is_some() {}
+        while let Some(v) = seq.next_element::<&'de RawValue>()? {
+            check_nested(v.get(), self.0 + 1).map_err(de::Error::custom)?;
+        }
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -597,7 +622,8 @@ impl<'de> Visitor<'de> for UniqueValue {
             if !keys.insert(&key.0) {
                 return Err(de::Error::custom(format_args!("{DUPLICATE_TAG}{}", key.0)));
             }
-            map.next_value_seed(UniqueValue)?;
+            let v = map.next_value::<&'de RawValue>()?;
+            check_nested(v.get(), self.0 + 1).map_err(de::Error::custom)?;
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ pub fn sample_entry(i: u64) -> AuditEntry {
     e.tool_called =
         ["read_file", "create_ticket", "send_email", "query_db"][(i % 4) as usize].into();
     e.arguments = serde_json::json!({
-        "path": format!("/srv/data/project-{}/report-{}.csv", i % 31, i),
+        "path": format!("/srv/p{}/r{}.csv", i % 31, i),
         "limit": 100 + (i % 50),
         "score": (i as f64) / 7.0,
         "labels": ["automation"],

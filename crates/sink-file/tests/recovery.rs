@@ -248,3 +248,20 @@ async fn reader_survives_hostile_bytes() {
     assert_eq!(items[1].text, b"\xff\xfe\x00garbage");
     assert!(items[2].incomplete);
 }
+
+#[tokio::test]
+async fn rotation_by_age_starts_a_new_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FileSinkConfig::new("f", dir.path());
+    config.max_segment_bytes = None;
+    // Every non-empty segment is already old enough to rotate.
+    config.max_segment_age = Some(std::time::Duration::ZERO);
+    let sink = FileSink::open(config).await.expect("open");
+    let recs = sample_records(None, 9);
+    for chunk in recs.chunks(3) {
+        sink.append(&batch(chunk)).await.expect("append");
+    }
+    let firsts: Vec<u64> = list_segments(dir.path()).expect("list").iter().map(|s| s.first_seq).collect();
+    assert_eq!(firsts, vec![1, 4, 7]);
+    assert_eq!(read_verified(&sink).await.len(), 9);
+}

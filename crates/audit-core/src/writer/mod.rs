@@ -348,6 +348,7 @@ impl AuditLog {
             markers: Vec::new(),
             health: health_tx,
             close_deadline: None,
+            last_batch_entries: 0,
         };
         let handle = tokio::spawn(driver.run());
         Ok(Self {
@@ -570,7 +571,14 @@ struct Driver {
     markers: Vec<Vec<u8>>,
     health: watch::Sender<HealthSnapshot>,
     close_deadline: Option<Instant>,
+    /// Entries in the previous batch: how many producers may be about to return.
+    last_batch_entries: usize,
 }
+
+/// How long a batch waits for producers that the previous batch's receipts
+/// just woke. Far below an fsync; tokio's timers cannot wait this briefly, so
+/// the driver yields instead of sleeping.
+const STRAGGLER_WAIT: std::time::Duration = std::time::Duration::from_micros(40);
 
 impl Driver {
     async fn run(mut self) {
@@ -652,7 +660,7 @@ impl Driver {
     async fn start_batch(&mut self, mut pendings: Vec<Pending>) {
         let mut bytes: usize = pendings.iter().map(|p| p.body.len()).sum();
         let linger_until = Instant::now() + self.config.linger;
-        let mut idle_yields = 0u8;
+        let gather_start = std::time::Instant::now();
         loop {
             if pendings.len() >= self.config.batch_max_records
                 || bytes >= self.config.batch_max_bytes
@@ -660,17 +668,16 @@ impl Driver {
                 break;
             }
             let msg = match self.rx.try_recv() {
-                Ok(m) => {
-                    idle_yields = 0;
-                    Some(m)
-                }
+                Ok(m) => Some(m),
                 Err(mpsc::error::TryRecvError::Empty)
-                    if self.config.linger.is_zero() && idle_yields < 2 =>
+                    if self.config.linger.is_zero()
+                        && pendings.len() < self.last_batch_entries
+                        && gather_start.elapsed() < STRAGGLER_WAIT =>
                 {
-                    // Producers woken by the last batch's receipts are likely
-                    // about to queue again: give them a turn before closing
-                    // this batch, or it would hold only the fastest of them.
-                    idle_yields += 1;
+                    // The producers woken by the last batch's receipts are
+                    // about to queue again: give them a few microseconds, or
+                    // this batch would hold only the fastest of them and the
+                    // rest would wait a whole extra fsync.
                     tokio::task::yield_now().await;
                     continue;
                 }
@@ -716,6 +723,7 @@ impl Driver {
         if last < first {
             return;
         }
+        self.last_batch_entries = waiters.len();
         let now = Instant::now();
         let outcomes = self
             .slots
