@@ -83,7 +83,7 @@ impl RecordCursor for MemoryCursor {
                     Location::Memory {
                         index: (self.next + i) as u64,
                     },
-                    r.text().to_vec(),
+                    r.text_bytes(),
                 )
             })
             .collect();

@@ -241,6 +241,11 @@ impl Record {
         &self.line[..self.line.len() - 1]
     }
 
+    /// [`Record::text`] as a shared, zero-copy buffer.
+    pub fn text_bytes(&self) -> Bytes {
+        self.line.slice(..self.line.len() - 1)
+    }
+
     /// The record's bytes with the terminating newline, as a JSONL file holds it.
     pub fn line(&self) -> &[u8] {
         &self.line
@@ -558,12 +563,19 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Member names seen in one object. Small objects use a linear scan, which is
-/// faster than hashing for the dozen members of an entry.
+/// Member names seen in one object. Small objects use a linear scan over
+/// (short hash, name) pairs, faster than a hash set for an entry's dozen members.
 #[derive(Default)]
 struct KeySet<'a> {
-    small: Vec<Cow<'a, str>>,
+    small: Vec<(u64, Cow<'a, str>)>,
     large: Option<HashSet<Cow<'a, str>>>,
+}
+
+fn short_hash(s: &str) -> u64 {
+    // FNV-1a: enough to skip most comparisons; equal hashes still compare names.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl<'a> KeySet<'a> {
@@ -572,12 +584,13 @@ impl<'a> KeySet<'a> {
         if let Some(set) = &mut self.large {
             return set.insert(key.clone());
         }
-        if self.small.iter().any(|k| k == key) {
+        let h = short_hash(key);
+        if self.small.iter().any(|(kh, k)| *kh == h && k == key) {
             return false;
         }
-        self.small.push(key.clone());
+        self.small.push((h, key.clone()));
         if self.small.len() > 32 {
-            self.large = Some(self.small.drain(..).collect());
+            self.large = Some(self.small.drain(..).map(|(_, k)| k).collect());
         }
         true
     }

@@ -84,9 +84,10 @@ impl fmt::Display for Location {
 pub struct StoredRecord {
     /// Where it was read.
     pub location: Location,
-    /// The record text without its newline. For a line longer than the
-    /// reader's limit this is empty and `oversized` holds its length.
-    pub text: Vec<u8>,
+    /// The record text without its newline, usually a zero-copy slice of
+    /// the reader's buffer. For a line longer than the reader's limit this is
+    /// empty and `oversized` holds its length.
+    pub text: bytes::Bytes,
     /// Set when the stored item exceeded the reader's size limit and was skipped.
     pub oversized: Option<u64>,
     /// The item ended without its terminator: a torn write at the end of a file.
@@ -98,10 +99,10 @@ pub struct StoredRecord {
 
 impl StoredRecord {
     /// A stored record holding `text` at `location`.
-    pub fn new(location: Location, text: Vec<u8>) -> Self {
+    pub fn new(location: Location, text: impl Into<bytes::Bytes>) -> Self {
         Self {
             location,
-            text,
+            text: text.into(),
             oversized: None,
             incomplete: false,
             columns: None,

@@ -48,7 +48,6 @@ pub fn sample_entry(i: u64) -> AuditEntry {
         "path": format!("/srv/p{}/r{}.csv", i % 31, i),
         "limit": 100 + (i % 50),
         "score": (i as f64) / 7.0,
-        "labels": ["automation"],
     });
     e.authorization_decision = if i.is_multiple_of(10) {
         "deny"

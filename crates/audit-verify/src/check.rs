@@ -1,7 +1,7 @@
 //! Checking one stream of stored records: per-record analysis (parallel) and
 //! chain classification (sequential, bounded memory).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use audit_core::record::parse_chain_suffix;
@@ -31,7 +31,9 @@ struct Rec {
     prev: PrevHash,
     claimed: Hash32,
     computed: Hash32,
-    timestamp: Option<String>,
+    /// Kept (a shared buffer, not a copy) to read the timestamp of the first
+    /// and last records only.
+    text: bytes::Bytes,
     column_mismatch: Option<String>,
 }
 
@@ -61,7 +63,7 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
             prev: p.prev,
             claimed: p.claimed_hash,
             computed: record_hash(text),
-            timestamp: timestamp_of(text),
+            text: item.text.clone(),
             column_mismatch: item
                 .columns
                 .as_ref()
@@ -119,8 +121,11 @@ pub(crate) struct Classifier {
     pub last_time: Option<String>,
     pub chains: u64,
     seen_max: u64,
-    recent: HashMap<u64, Vec<(Hash32, PrevHash)>>,
-    order: VecDeque<u64>,
+    last_text: Option<bytes::Bytes>,
+    /// The last WINDOW sequences seen, indexed by `seq % WINDOW`.
+    ring: Vec<Option<(u64, Hash32, PrevHash)>>,
+    /// Further records that claimed a sequence already in the ring.
+    conflicts: HashMap<u64, Vec<Hash32>>,
     gaps: Vec<Gap>,
     /// Segment files and the first sequence their names promise.
     segment_starts: HashMap<PathBuf, u64>,
@@ -140,8 +145,9 @@ impl Classifier {
             last_time: None,
             chains: 0,
             seen_max: 0,
-            recent: HashMap::new(),
-            order: VecDeque::new(),
+            last_text: None,
+            ring: vec![None; WINDOW as usize],
+            conflicts: HashMap::new(),
             gaps: Vec::new(),
             segment_starts,
         }
@@ -235,11 +241,9 @@ impl Classifier {
             self.find(FindingClass::Modified, Severity::Error, Some(s), &loc, m);
         }
         if self.first_time.is_none() {
-            self.first_time = rec.timestamp.clone();
+            self.first_time = timestamp_of(&rec.text);
         }
-        if rec.timestamp.is_some() {
-            self.last_time = rec.timestamp.clone();
-        }
+        self.last_text = Some(rec.text.clone());
         self.first_seq = Some(self.first_seq.map_or(s, |f| f.min(s)));
         if rec.prev == PrevHash::Genesis {
             if s != 1 {
@@ -269,8 +273,8 @@ impl Classifier {
                 self.close_gaps();
                 self.chains += 1;
                 self.seen_max = 0;
-                self.recent.clear();
-                self.order.clear();
+                self.ring.iter_mut().for_each(|r| *r = None);
+                self.conflicts.clear();
             } else {
                 self.chains += 1;
             }
@@ -295,34 +299,37 @@ impl Classifier {
         if self.head.is_none_or(|(hs, _)| s >= hs) {
             self.head = Some((s, rec.claimed));
         }
-        let entry = self.recent.entry(s).or_default();
-        if !entry.iter().any(|(h, _)| *h == rec.claimed) {
-            entry.push((rec.claimed, rec.prev));
-        }
-        self.order.push_back(s);
-        while self
-            .order
-            .front()
-            .is_some_and(|&o| o + WINDOW < self.seen_max)
-        {
-            if let Some(o) = self.order.pop_front() {
-                self.recent.remove(&o);
+        let slot = &mut self.ring[(s % WINDOW) as usize];
+        match slot {
+            Some((seq, h, _)) if *seq == s => {
+                if *h != rec.claimed {
+                    let c = self.conflicts.entry(s).or_default();
+                    if !c.contains(&rec.claimed) {
+                        c.push(rec.claimed);
+                    }
+                }
             }
+            _ => *slot = Some((s, rec.claimed, rec.prev)),
+        }
+        if self.conflicts.len() > 4096 {
+            let floor = self.seen_max.saturating_sub(WINDOW);
+            self.conflicts.retain(|&k, _| k >= floor);
         }
     }
 
     fn link(&mut self, rec: &Rec, loc: &Location) {
         let s = rec.seq;
-        let prev_ok = |recent: &HashMap<u64, Vec<(Hash32, PrevHash)>>| -> Option<bool> {
+        let prev_ok = |me: &Self| -> Option<bool> {
             if s == 1 {
                 return Some(rec.prev == PrevHash::Genesis);
             }
-            recent
-                .get(&(s - 1))
-                .map(|c| c.iter().any(|(h, _)| PrevHash::Hash(*h) == rec.prev))
+            match rec.prev {
+                PrevHash::Hash(p) => me.seen_hash(s - 1, p),
+                PrevHash::Genesis => Some(false),
+            }
         };
         if s == self.seen_max + 1 || self.seen_max == 0 {
-            if prev_ok(&self.recent) == Some(false) {
+            if prev_ok(self) == Some(false) {
                 self.find(FindingClass::Modified, Severity::Error, Some(s - 1), loc,
                     format!("record {s} links to a different record {} than the one stored (rewritten with a recomputed hash, or replaced)", s - 1));
             }
@@ -360,7 +367,7 @@ impl Classifier {
                     )
                 };
             }
-            if prev_ok(&self.recent) == Some(false) {
+            if prev_ok(self) == Some(false) {
                 self.find(
                     FindingClass::Modified,
                     Severity::Error,
@@ -370,8 +377,8 @@ impl Classifier {
                 );
             }
         } else {
-            match self.recent.get(&s) {
-                Some(c) if c.iter().any(|(h, _)| *h == rec.claimed) => {
+            match self.seen_hash(s, rec.claimed) {
+                Some(true) => {
                     self.find(
                         FindingClass::Duplicated,
                         Severity::Error,
@@ -380,7 +387,7 @@ impl Classifier {
                         format!("record {s} is stored again"),
                     );
                 }
-                Some(_) => {
+                Some(false) => {
                     self.find(
                         FindingClass::Inserted,
                         Severity::Error,
@@ -405,8 +412,26 @@ impl Classifier {
         }
     }
 
+    /// Whether a record with sequence `s` and hash `h` was seen, if `s` is
+    /// recent enough to know (`None` otherwise).
+    fn seen_hash(&self, s: u64, h: Hash32) -> Option<bool> {
+        match self.ring[(s % WINDOW) as usize] {
+            Some((seq, first, _)) if seq == s => {
+                Some(first == h || self.conflicts.get(&s).is_some_and(|c| c.contains(&h)))
+            }
+            _ => None,
+        }
+    }
+
     fn close_gaps(&mut self) {
         self.gaps.clear();
+    }
+
+    /// Timestamps are read from the first and last records only.
+    pub(crate) fn finish(&mut self) {
+        if let Some(t) = self.last_text.take() {
+            self.last_time = timestamp_of(&t);
+        }
     }
 
     pub(crate) fn has_errors(&self) -> bool {

@@ -106,7 +106,26 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
         })
     });
     let progress = progress.flatten();
-    let mut classifier = Classifier::new(options.strict, starts);
+    // Classification is sequential; it runs on its own thread so that it
+    // overlaps with reading and with the parallel analysis of the next batch.
+    let (to_classifier, batches) = std::sync::mpsc::sync_channel::<Vec<Analyzed>>(2);
+    let strict = options.strict;
+    let classifier_thread = std::thread::Builder::new()
+        .name("audit-verify-classify".into())
+        .spawn(move || {
+            let mut classifier = Classifier::new(strict, starts);
+            for batch in batches {
+                for a in batch {
+                    classifier.push(a);
+                }
+            }
+            classifier.finish();
+            classifier
+        })
+        .map_err(|e| VerifyError::Source {
+            name: source.describe(),
+            detail: format!("cannot start the classifier thread: {e}"),
+        })?;
     let mut pending: Option<Vec<StoredRecord>> =
         cursor.next_batch(options.batch).await.map_err(read_err)?;
     // Read the next batch while the current one is parsed and hashed.
@@ -118,17 +137,30 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
             name: source.describe(),
             detail: format!("analysis task failed: {e}"),
         })?;
-        for a in analyzed {
-            classifier.push(a);
-        }
+        let sender = to_classifier.clone();
+        tokio::task::spawn_blocking(move || sender.send(analyzed))
+            .await
+            .map_err(|e| VerifyError::Source {
+                name: source.describe(),
+                detail: format!("classifier hand-off failed: {e}"),
+            })?
+            .map_err(|_| VerifyError::Source {
+                name: source.describe(),
+                detail: "the classifier thread stopped".into(),
+            })?;
         if let Some(pb) = &progress {
             pb.inc(n);
         }
         pending = next.map_err(read_err)?;
     }
+    drop(to_classifier);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    let classifier = classifier_thread.join().map_err(|_| VerifyError::Source {
+        name: source.describe(),
+        detail: "the classifier thread panicked".into(),
+    })?;
     let ok = !classifier.has_errors();
     Ok(SourceReport {
         source: source.describe(),

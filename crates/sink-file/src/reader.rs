@@ -1,7 +1,7 @@
 //! Reading a file log: a single JSONL file or a directory of segments.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -87,9 +87,13 @@ impl RecordReader for FileLog {
                 name: self.name.clone(),
                 files: files.into_iter().skip(start).map(|(p, _)| p).collect(),
                 index: 0,
-                reader: None,
-                line: 0,
+                file: None,
+                carry: Vec::new(),
+                skipping: None,
+                line_start: 0,
                 offset: 0,
+                line: 0,
+                ready: std::collections::VecDeque::new(),
                 from_seq,
                 max_line: self.max_line,
             }),
@@ -101,144 +105,145 @@ struct FileCursor {
     state: Option<CursorState>,
 }
 
+/// How much of a file is read at once. Lines are sliced out of these chunks
+/// without copying.
+const CHUNK: usize = 4 << 20;
+
 struct CursorState {
     name: String,
     files: Vec<PathBuf>,
     index: usize,
-    reader: Option<BufReader<File>>,
-    line: u64,
+    file: Option<File>,
+    /// Bytes of a line that started in an earlier chunk.
+    carry: Vec<u8>,
+    /// Set while skipping a line longer than `max_line`: its length so far.
+    skipping: Option<u64>,
+    /// File offset where the current (carried or skipped) line starts.
+    line_start: u64,
+    /// File offset of the next byte to read.
     offset: u64,
+    line: u64,
+    ready: std::collections::VecDeque<StoredRecord>,
     from_seq: u64,
     max_line: usize,
 }
 
-/// One line read with a length bound.
-pub(crate) enum LineRead {
-    Eof,
-    Line {
-        len: u64,
-        oversized: bool,
-        terminated: bool,
-    },
-}
+impl CursorState {
+    fn path(&self) -> PathBuf {
+        self.files.get(self.index).cloned().unwrap_or_default()
+    }
 
-/// Reads one line into `out` (without its newline), keeping at most `max`
-/// bytes: a longer line is consumed to its end and reported as oversized,
-/// so memory stays bounded whatever the input.
-pub(crate) fn read_bounded_line<R: BufRead>(
-    r: &mut R,
-    max: usize,
-    out: &mut Vec<u8>,
-) -> io::Result<LineRead> {
-    out.clear();
-    let mut total = 0u64;
-    let mut oversized = false;
-    loop {
-        let buf = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok(if total == 0 {
-                LineRead::Eof
-            } else {
-                LineRead::Line {
-                    len: total,
-                    oversized,
-                    terminated: false,
-                }
-            });
-        }
-        let (take, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        if !oversized {
-            if total + take as u64 > max as u64 {
-                oversized = true;
-                out.clear();
-                out.shrink_to(max.min(1 << 20));
-            } else {
-                out.extend_from_slice(&buf[..take]);
-            }
-        }
-        total += take as u64;
-        r.consume(take + usize::from(done));
-        if done {
-            return Ok(LineRead::Line {
-                len: total,
-                oversized,
-                terminated: true,
-            });
+    fn io(&self, op: &'static str, source: io::Error) -> SinkError {
+        SinkError::Io {
+            sink: self.name.clone(),
+            op,
+            path: self.path(),
+            source,
         }
     }
-}
 
-impl CursorState {
-    fn read(&mut self, max: usize) -> Result<Option<Vec<StoredRecord>>, SinkError> {
-        let mut out = Vec::new();
-        let mut buf = Vec::new();
-        while out.len() < max.max(1) {
-            if self.reader.is_none() {
-                let Some(path) = self.files.get(self.index) else {
-                    break;
-                };
-                let f = File::open(path).map_err(|e| SinkError::Io {
-                    sink: self.name.clone(),
-                    op: "open",
-                    path: path.clone(),
-                    source: e,
-                })?;
-                self.reader = Some(BufReader::with_capacity(1 << 20, f));
-                self.line = 0;
-                self.offset = 0;
-            }
-            let path = &self.files[self.index];
-            let Some(reader) = self.reader.as_mut() else {
-                break;
-            };
-            let read =
-                read_bounded_line(reader, self.max_line, &mut buf).map_err(|e| SinkError::Io {
-                    sink: self.name.clone(),
-                    op: "read",
-                    path: path.clone(),
-                    source: e,
-                })?;
-            match read {
-                LineRead::Eof => {
-                    self.reader = None;
-                    self.index += 1;
-                }
-                LineRead::Line {
-                    len,
-                    oversized,
-                    terminated,
-                } => {
-                    self.line += 1;
-                    let offset = self.offset;
-                    self.offset += len + u64::from(terminated);
-                    if self.from_seq > 1 && !oversized {
-                        if let Ok((seq, ..)) = parse_chain_suffix(&buf) {
-                            if seq < self.from_seq {
-                                continue;
-                            }
-                        }
-                    }
-                    let mut item = StoredRecord::new(
-                        Location::Line {
-                            path: path.clone(),
-                            line: self.line,
-                            offset,
-                        },
-                        std::mem::take(&mut buf),
-                    );
-                    item.oversized = oversized.then_some(len);
-                    item.incomplete = !terminated;
-                    out.push(item);
+    fn emit(&mut self, text: bytes::Bytes, start: u64, oversized: Option<u64>, terminated: bool) {
+        self.line += 1;
+        if self.from_seq > 1 && oversized.is_none() {
+            if let Ok((seq, ..)) = parse_chain_suffix(&text) {
+                if seq < self.from_seq {
+                    return;
                 }
             }
         }
+        let mut item = StoredRecord::new(
+            Location::Line {
+                path: self.path(),
+                line: self.line,
+                offset: start,
+            },
+            text,
+        );
+        item.oversized = oversized;
+        item.incomplete = !terminated;
+        self.ready.push_back(item);
+    }
+
+    /// Reads one chunk of the current file and queues the lines it completes.
+    /// Returns false once every file is read.
+    fn fill(&mut self) -> Result<bool, SinkError> {
+        use std::io::Read;
+        if self.file.is_none() {
+            let Some(path) = self.files.get(self.index) else {
+                return Ok(false);
+            };
+            let f = File::open(path).map_err(|e| self.io("open", e))?;
+            self.file = Some(f);
+            self.offset = 0;
+            self.line = 0;
+            self.line_start = 0;
+        }
+        let carried = self.carry.len();
+        let mut chunk = Vec::with_capacity(carried + CHUNK);
+        chunk.append(&mut self.carry);
+        chunk.resize(carried + CHUNK, 0);
+        let n = loop {
+            let Some(file) = self.file.as_mut() else {
+                return Ok(false);
+            };
+            match file.read(&mut chunk[carried..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io("read", e)),
+            }
+        };
+        chunk.truncate(carried + n);
+        if n == 0 {
+            // End of this file: what is left is a line without its newline.
+            if let Some(len) = self.skipping.take() {
+                self.emit(bytes::Bytes::new(), self.line_start, Some(len), false);
+            } else if !chunk.is_empty() {
+                let start = self.line_start;
+                self.emit(bytes::Bytes::from(chunk), start, None, false);
+            }
+            self.file = None;
+            self.index += 1;
+            return Ok(true);
+        }
+        let base = self.offset - carried as u64;
+        self.offset += n as u64;
+        let chunk = bytes::Bytes::from(chunk);
+        let mut start = 0usize;
+        for nl in memchr::memchr_iter(b'\n', &chunk[carried..]).map(|i| i + carried) {
+            let line_offset = base + start as u64;
+            if let Some(len) = self.skipping.take() {
+                let total = len + (nl - start) as u64;
+                self.emit(bytes::Bytes::new(), self.line_start, Some(total), true);
+            } else if nl - start > self.max_line {
+                self.emit(
+                    bytes::Bytes::new(),
+                    line_offset,
+                    Some((nl - start) as u64),
+                    true,
+                );
+            } else {
+                self.emit(chunk.slice(start..nl), line_offset, None, true);
+            }
+            start = nl + 1;
+            self.line_start = base + start as u64;
+        }
+        let rest = &chunk[start..];
+        match self.skipping.as_mut() {
+            Some(len) => *len += rest.len() as u64,
+            None if rest.len() > self.max_line => self.skipping = Some(rest.len() as u64),
+            None => self.carry.extend_from_slice(rest),
+        }
+        Ok(true)
+    }
+
+    fn read(&mut self, max: usize) -> Result<Option<Vec<StoredRecord>>, SinkError> {
+        while self.ready.len() < max.max(1) {
+            if !self.fill()? {
+                break;
+            }
+        }
+        let take = self.ready.len().min(max.max(1));
+        let out: Vec<StoredRecord> = self.ready.drain(..take).collect();
         Ok(if out.is_empty() { None } else { Some(out) })
     }
 }
