@@ -82,6 +82,45 @@ pub struct LogSection {
     pub retry_min_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
+    /// Signed checkpoints.
+    pub checkpoints: Option<CheckpointSection>,
+}
+
+/// `[log.checkpoints]`: signing the chain head.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// The private key written by `audit keygen` (mode 0600).
+    pub key_file: PathBuf,
+    /// The log's identity in every checkpoint note.
+    pub log_id: String,
+    /// A checkpoint after at most this many records.
+    #[serde(default = "default_every_records")]
+    pub every_records: u64,
+    /// A checkpoint at least this often while records arrive.
+    #[serde(default = "default_every_secs")]
+    pub every_secs: u64,
+    /// A checkpoint this often while idle.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// Where every checkpoint note is also written (ideally WORM storage).
+    #[serde(default)]
+    pub witness_dir: Option<PathBuf>,
+    /// The key being rotated out: its signature announces `key_file`'s key.
+    #[serde(default)]
+    pub previous_key_file: Option<PathBuf>,
+}
+
+fn default_every_records() -> u64 {
+    1000
+}
+
+fn default_every_secs() -> u64 {
+    10
+}
+
+fn default_heartbeat_secs() -> u64 {
+    60
 }
 
 impl Default for LogSection {
@@ -103,6 +142,7 @@ impl Default for LogSection {
             spool_max_bytes: 1 << 30,
             retry_min_ms: w.retry_min.as_millis() as u64,
             retry_max_ms: w.retry_max.as_millis() as u64,
+            checkpoints: None,
         }
     }
 }
@@ -263,6 +303,16 @@ impl Config {
                 return Err(invalid(format!("{key} must be positive")));
             }
         }
+        if let Some(c) = &l.checkpoints {
+            if c.every_records == 0 || c.every_secs == 0 || c.heartbeat_secs == 0 {
+                return Err(invalid("log.checkpoints: every_records, every_secs and heartbeat_secs must be positive".into()));
+            }
+            if c.log_id.is_empty() || c.log_id.contains('\n') {
+                return Err(invalid(
+                    "log.checkpoints.log_id must be one non-empty line".into(),
+                ));
+            }
+        }
         if l.retry_min_ms > l.retry_max_ms {
             return Err(invalid(
                 "log.retry_min_ms is larger than log.retry_max_ms".into(),
@@ -319,10 +369,55 @@ impl Config {
         }
     }
 
-    /// The writer settings this config describes.
-    pub fn writer_config(&self) -> WriterConfig {
+    /// Reads a private key named by `key` in `[log.checkpoints]`.
+    fn load_key(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<std::sync::Arc<audit_core::checkpoint::KeyPair>, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.resolve(path);
+        let invalid = |detail: String| ConfigError::Invalid {
+            path: self.origin.clone(),
+            detail,
+        };
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| invalid(format!("log.checkpoints.{key} {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(invalid(format!(
+                "log.checkpoints.{key} {} is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(format!("log.checkpoints.{key} {}: {e}", path.display())))?;
+        audit_core::checkpoint::KeyPair::from_private_string(&text)
+            .map(std::sync::Arc::new)
+            .map_err(|e| invalid(format!("log.checkpoints.{key} {}: {e}", path.display())))
+    }
+
+    /// The writer settings this config describes, with its signing keys loaded.
+    pub fn writer_config(&self) -> Result<WriterConfig, ConfigError> {
         let l = &self.log;
-        WriterConfig {
+        let checkpoints = match &l.checkpoints {
+            None => None,
+            Some(c) => Some(audit_core::CheckpointConfig {
+                key: self.load_key("key_file", &c.key_file)?,
+                log_id: c.log_id.clone(),
+                every_records: c.every_records,
+                every: Duration::from_secs(c.every_secs),
+                heartbeat: Duration::from_secs(c.heartbeat_secs),
+                witness_dir: c.witness_dir.as_ref().map(|d| self.resolve(d)),
+                previous_key: c
+                    .previous_key_file
+                    .as_ref()
+                    .map(|p| self.load_key("previous_key_file", p))
+                    .transpose()?,
+            }),
+        };
+        Ok(WriterConfig {
+            checkpoints,
             batch_max_records: l.batch_max_records,
             batch_max_bytes: l.batch_max_bytes,
             linger: Duration::from_millis(l.linger_ms),
@@ -340,7 +435,7 @@ impl Config {
             }),
             retry_min: Duration::from_millis(l.retry_min_ms),
             retry_max: Duration::from_millis(l.retry_max_ms),
-        }
+        })
     }
 }
 

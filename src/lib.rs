@@ -117,6 +117,7 @@ async fn open_sink(config: &Config, i: usize) -> Result<Arc<dyn Sink>, BuildErro
 /// Opens the sinks and starts the writer: resumes the chain from the sinks'
 /// heads, refuses forks, and backfills sinks that are behind.
 pub async fn open(config: &Config) -> Result<AuditLog, BuildError> {
+    let writer = config.writer_config()?;
     let sinks = open_sinks(config).await?;
-    Ok(AuditLog::open(config.writer_config(), sinks).await?)
+    Ok(AuditLog::open(writer, sinks).await?)
 }

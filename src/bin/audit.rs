@@ -35,6 +35,15 @@ enum Command {
     Verify(audit_verify::cli::VerifyArgs),
     /// Query the SQLite sink's indexed columns.
     Query(QueryArgs),
+    /// Write a new Ed25519 checkpoint key pair: NAME.key (mode 0600) and NAME.pub.
+    Keygen {
+        /// The key's name, shown in every signature line (e.g. a host name).
+        #[arg(long)]
+        name: String,
+        /// The directory to write the two files into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Start the log once: backfill every sink that is behind, then stop.
     Resync {
         /// The config file; without it, the embedded default.
@@ -122,6 +131,7 @@ fn main() -> ExitCode {
             }
             Command::Query(q) => query(q).await,
             Command::Resync { config } => resync(config.as_ref()).await,
+            Command::Keygen { name, out } => keygen(&name, &out),
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(2))
@@ -413,4 +423,44 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
             2
         }
     }
+}
+
+fn keygen(name: &str, out: &std::path::Path) -> i32 {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = match audit_core::checkpoint::KeyPair::generate(name) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("audit keygen: {e}");
+            return 2;
+        }
+    };
+    let private = out.join(format!("{name}.key"));
+    let public = out.join(format!("{name}.pub"));
+    let write = |path: &std::path::Path, mode: u32, text: &str| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    };
+    if let Err(e) = write(&private, 0o600, &key.to_private_string()) {
+        eprintln!("audit keygen: {}: {e}", private.display());
+        return 2;
+    }
+    if let Err(e) = write(&public, 0o644, &key.public().to_vkey()) {
+        eprintln!("audit keygen: {}: {e}", public.display());
+        return 2;
+    }
+    println!("{}", key.public().to_vkey());
+    eprintln!(
+        "wrote {} (private, mode 0600) and {}; key ID {}",
+        private.display(),
+        public.display(),
+        key.public().id_hex()
+    );
+    0
 }

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod chain;
+pub mod checkpoint;
 pub mod entry;
 pub mod memory;
 pub mod record;
@@ -45,6 +46,6 @@ pub use sink::{
     StoredRecord,
 };
 pub use writer::{
-    AppendError, AuditLog, Durability, HealthSnapshot, HealthState, OpenError, PendingReceipt,
-    Receipt, Role, SinkHealth, SinkSpec, SpoolConfig, WhenFull, WriterConfig,
+    AppendError, AuditLog, CheckpointConfig, Durability, HealthSnapshot, HealthState, OpenError,
+    PendingReceipt, Receipt, Role, SinkHealth, SinkSpec, SpoolConfig, WhenFull, WriterConfig,
 };

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use audit_core::checkpoint::{verify_checkpoint, verify_rotation, NoteError, PublicKey};
 use audit_core::record::parse_chain_suffix;
 use audit_core::{parse_record, record_hash, Hash32, Location, PrevHash, StoredRecord};
 
@@ -26,7 +27,16 @@ enum Kind {
     Record(Rec),
 }
 
+/// What a checkpoint or key-rotation record claims, read in the parallel stage.
+struct Special {
+    record_type: String,
+    checkpoint_seq: Option<u64>,
+    head_hash: Option<String>,
+    note: Option<String>,
+}
+
 struct Rec {
+    special: Option<Box<Special>>,
     seq: u64,
     prev: PrevHash,
     claimed: Hash32,
@@ -59,6 +69,25 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
             seq: parse_chain_suffix(text).ok().map(|(s, ..)| s),
         },
         Ok(p) => Kind::Record(Rec {
+            special: p
+                .record_type
+                .as_deref()
+                .filter(|t| *t == "checkpoint" || *t == "key_rotation")
+                .map(|t| {
+                    #[derive(serde::Deserialize)]
+                    struct Fields {
+                        checkpoint_seq: Option<u64>,
+                        head_hash: Option<String>,
+                        note: Option<String>,
+                    }
+                    let f: Option<Fields> = serde_json::from_slice(text).ok();
+                    Box::new(Special {
+                        record_type: t.to_string(),
+                        checkpoint_seq: f.as_ref().and_then(|f| f.checkpoint_seq),
+                        head_hash: f.as_ref().and_then(|f| f.head_hash.clone()),
+                        note: f.and_then(|f| f.note),
+                    })
+                }),
             seq: p.seq,
             prev: p.prev,
             claimed: p.claimed_hash,
@@ -129,11 +158,45 @@ pub(crate) struct Classifier {
     gaps: Vec<Gap>,
     /// Segment files and the first sequence their names promise.
     segment_starts: HashMap<PathBuf, u64>,
+    signatures: Option<Signatures>,
+}
+
+/// Signature checking state: the keys, what was signed, and the witness.
+pub(crate) struct Signatures {
+    current: Vec<PublicKey>,
+    retired: Vec<PublicKey>,
+    last_signed: Option<u64>,
+    witness: Option<Witness>,
+}
+
+/// The latest checkpoint held by a witness, not yet signature-checked.
+pub(crate) struct Witness {
+    pub location: String,
+    pub note: String,
+    pub seq: u64,
+    pub head: Hash32,
+    pub seen: Option<Hash32>,
+}
+
+impl Signatures {
+    pub(crate) fn new(keys: Vec<PublicKey>, witness: Option<Witness>) -> Self {
+        Self {
+            current: keys,
+            retired: Vec::new(),
+            last_signed: None,
+            witness,
+        }
+    }
 }
 
 impl Classifier {
-    pub(crate) fn new(strict: bool, segment_starts: HashMap<PathBuf, u64>) -> Self {
+    pub(crate) fn new(
+        strict: bool,
+        segment_starts: HashMap<PathBuf, u64>,
+        signatures: Option<Signatures>,
+    ) -> Self {
         Self {
+            signatures,
             strict,
             findings: Vec::new(),
             omitted: 0,
@@ -315,6 +378,98 @@ impl Classifier {
             let floor = self.seen_max.saturating_sub(WINDOW);
             self.conflicts.retain(|&k, _| k >= floor);
         }
+        if let Some(w) = self.signatures.as_mut().and_then(|g| g.witness.as_mut()) {
+            if w.seq == s && w.seen.is_none() {
+                w.seen = Some(rec.claimed);
+            }
+        }
+        if let Some(special) = &rec.special {
+            self.check_signed(s, special, &loc);
+        }
+    }
+
+    fn check_signed(&mut self, s: u64, special: &Special, loc: &Location) {
+        let Some(sig) = self.signatures.as_mut() else {
+            return;
+        };
+        let Some(note) = special.note.as_deref() else {
+            self.find(
+                FindingClass::Malformed,
+                Severity::Error,
+                Some(s),
+                loc,
+                format!("{} record without a note", special.record_type),
+            );
+            return;
+        };
+        let describe = |e: &NoteError, retired: &[PublicKey]| match e {
+            NoteError::UnknownKey { name, id }
+                if retired
+                    .iter()
+                    .any(|k| k.name() == name && &k.id_hex() == id) =>
+            {
+                format!("signed by key {name}+{id}, which was no longer current (it had been rotated out)")
+            }
+            other => other.to_string(),
+        };
+        if special.record_type == "key_rotation" {
+            match verify_rotation(note, &sig.current) {
+                Ok((new, old)) => {
+                    sig.retired.push(old);
+                    sig.current = vec![new];
+                }
+                Err(e) => {
+                    let d = describe(&e, &sig.retired);
+                    self.find(
+                        FindingClass::BadSignature,
+                        Severity::Error,
+                        Some(s),
+                        loc,
+                        format!("key rotation: {d}"),
+                    );
+                }
+            }
+            return;
+        }
+        match verify_checkpoint(note, &sig.current) {
+            Err(e) => {
+                let class = if matches!(e, NoteError::Malformed(_)) {
+                    FindingClass::Malformed
+                } else {
+                    FindingClass::BadSignature
+                };
+                let d = describe(&e, &sig.retired);
+                self.find(
+                    class,
+                    Severity::Error,
+                    Some(s),
+                    loc,
+                    format!("checkpoint: {d}"),
+                );
+            }
+            Ok((cp, _)) => {
+                sig.last_signed = Some(s);
+                let fields_agree = special.checkpoint_seq == Some(cp.seq)
+                    && special.head_hash.as_deref() == Some(cp.head.to_hex().as_str());
+                if !fields_agree {
+                    self.find(
+                        FindingClass::Modified,
+                        Severity::Error,
+                        Some(s),
+                        loc,
+                        "the checkpoint record's fields disagree with its signed note".into(),
+                    );
+                }
+                if cp.seq + 1 != s {
+                    self.find(FindingClass::Modified, Severity::Error, Some(s), loc,
+                        format!("the signed checkpoint commits to record {}, not to the record before it", cp.seq));
+                }
+                if self.seen_hash(cp.seq, cp.head) == Some(false) {
+                    self.find(FindingClass::Modified, Severity::Error, Some(cp.seq), loc,
+                        format!("the chain disagrees with the signed checkpoint of record {}: the log up to it was rewritten and its hashes recomputed", cp.seq));
+                }
+            }
+        }
     }
 
     fn link(&mut self, rec: &Rec, loc: &Location) {
@@ -432,6 +587,56 @@ impl Classifier {
         if let Some(t) = self.last_text.take() {
             self.last_time = timestamp_of(&t);
         }
+        let Some(sig) = self.signatures.take() else {
+            return;
+        };
+        let last = self.last_seq.unwrap_or(0);
+        let signed = sig.last_signed.unwrap_or(0);
+        let here = Location::Object {
+            key: "end of log".into(),
+            line: last,
+        };
+        if last > signed {
+            self.find(
+                FindingClass::UnsignedTail,
+                Severity::Warning,
+                Some(signed + 1),
+                &here,
+                format!(
+                    "{} record(s) after the last signed checkpoint are not covered by a signature",
+                    last - signed
+                ),
+            );
+        }
+        if let Some(w) = &sig.witness {
+            let keys: Vec<PublicKey> = sig.current.iter().chain(&sig.retired).cloned().collect();
+            let wloc = Location::Object {
+                key: w.location.clone(),
+                line: 1,
+            };
+            match verify_checkpoint(&w.note, &keys) {
+                Err(e) => {
+                    self.find(
+                        FindingClass::BadSignature,
+                        Severity::Error,
+                        Some(w.seq),
+                        &wloc,
+                        format!("witness checkpoint: {e}"),
+                    );
+                }
+                // The checkpoint of record N is itself record N + 1.
+                Ok(_) if last <= w.seq => {
+                    self.find(FindingClass::Truncated, Severity::Error, Some(last + 1), &wloc,
+                        format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq + 1));
+                }
+                Ok(_) if w.seen.is_some_and(|h| h != w.head) => {
+                    self.find(FindingClass::Forked, Severity::Error, Some(w.seq), &wloc,
+                        format!("record {} differs from the one the witness's signed checkpoint commits to", w.seq));
+                }
+                Ok(_) => {}
+            }
+        }
+        self.signatures = Some(sig);
     }
 
     pub(crate) fn has_errors(&self) -> bool {

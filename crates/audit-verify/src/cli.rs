@@ -19,6 +19,14 @@ pub struct VerifyArgs {
     /// Treat unanchored `genesis` restarts as errors.
     #[arg(long)]
     pub strict: bool,
+    /// A trusted checkpoint key (a file holding `name+id+key`, as written by
+    /// `audit keygen`). Repeat for several. Checks every signed checkpoint.
+    #[arg(long = "public-key", value_name = "FILE")]
+    pub public_keys: Vec<PathBuf>,
+    /// A witness directory of checkpoint notes: catches a log cut before its
+    /// latest witnessed checkpoint.
+    #[arg(long, value_name = "DIR")]
+    pub witness: Option<PathBuf>,
 }
 
 /// Exit status: the log is intact.
@@ -69,7 +77,17 @@ async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
             "give at least one source or --config FILE".into(),
         ));
     }
+    let mut public_keys = Vec::new();
+    for path in &args.public_keys {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
+        let key = audit_core::checkpoint::PublicKey::from_vkey(&text)
+            .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
+        public_keys.push(key);
+    }
     let options = VerifyOptions {
+        public_keys,
+        witness: args.witness.clone(),
         strict: args.strict,
         progress: !args.json,
         ..VerifyOptions::default()

@@ -27,6 +27,11 @@ pub enum FindingClass {
     /// An unanchored `genesis`: a new chain starts inside the log (the seed
     /// restarted its chain at every process start).
     Restart,
+    /// A checkpoint or key rotation signed by an unknown or retired key, or
+    /// whose signature does not verify.
+    BadSignature,
+    /// Records after the last signed checkpoint (a warning, with their count).
+    UnsignedTail,
 }
 
 /// How serious a finding is.

@@ -40,6 +40,11 @@ pub struct VerifyOptions {
     pub batch: usize,
     /// Show a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// Trusted checkpoint keys. When set, every checkpoint and key rotation is
+    /// checked, and records after the last checkpoint are reported.
+    pub public_keys: Vec<audit_core::checkpoint::PublicKey>,
+    /// A witness directory holding checkpoint notes published by the writer.
+    pub witness: Option<std::path::PathBuf>,
 }
 
 impl Default for VerifyOptions {
@@ -48,6 +53,8 @@ impl Default for VerifyOptions {
             strict: false,
             batch: 8192,
             progress: false,
+            public_keys: Vec::new(),
+            witness: None,
         }
     }
 }
@@ -110,10 +117,11 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
     // overlaps with reading and with the parallel analysis of the next batch.
     let (to_classifier, batches) = std::sync::mpsc::sync_channel::<Vec<Analyzed>>(2);
     let strict = options.strict;
+    let signatures = signatures(source, options)?;
     let classifier_thread = std::thread::Builder::new()
         .name("audit-verify-classify".into())
         .spawn(move || {
-            let mut classifier = Classifier::new(strict, starts);
+            let mut classifier = Classifier::new(strict, starts, signatures);
             for batch in batches {
                 for a in batch {
                     classifier.push(a);
@@ -176,6 +184,64 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
         findings: classifier.findings,
         findings_omitted: classifier.omitted,
     })
+}
+
+/// Signature state for one source: the trusted keys and the witness's latest note.
+fn signatures(
+    source: &Source,
+    options: &VerifyOptions,
+) -> Result<Option<check::Signatures>, VerifyError> {
+    if options.public_keys.is_empty() {
+        if options.witness.is_some() {
+            return Err(VerifyError::Usage(
+                "--witness needs --public-key to check the witness's signature".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let witness = match &options.witness {
+        None => None,
+        Some(dir) => {
+            let found =
+                audit_core::checkpoint::latest_witness(dir).map_err(|e| VerifyError::Source {
+                    name: format!("witness {}", dir.display()),
+                    detail: e.to_string(),
+                })?;
+            match found {
+                None => None,
+                Some((path, note)) => {
+                    // The signature is checked at the end, with every key the chain announced.
+                    let body = note.split("\n\n").next().unwrap_or("");
+                    let mut lines = body.split('\n');
+                    let _origin = lines.next();
+                    let seq = lines.next().and_then(|l| l.parse::<u64>().ok());
+                    let head = lines.next().and_then(|l| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(l).ok()
+                    });
+                    match (seq, head.and_then(|h| <[u8; 32]>::try_from(h).ok())) {
+                        (Some(seq), Some(head)) => Some(check::Witness {
+                            location: path.display().to_string(),
+                            note,
+                            seq,
+                            head: audit_core::Hash32(head),
+                            seen: None,
+                        }),
+                        _ => {
+                            return Err(VerifyError::Source {
+                                name: source.describe(),
+                                detail: format!("witness note {} is malformed", path.display()),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(Some(check::Signatures::new(
+        options.public_keys.clone(),
+        witness,
+    )))
 }
 
 fn analyze_batch(items: Vec<StoredRecord>) -> Vec<Analyzed> {

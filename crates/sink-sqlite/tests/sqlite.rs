@@ -98,7 +98,10 @@ async fn triggers_refuse_update_and_delete() {
 }
 
 fn sqlite3(db: &Path, sql: &str) {
+    // The sink's own connection may still be closing (and checkpointing) on
+    // its thread; wait for its lock instead of failing with SQLITE_BUSY.
     let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
         .arg(db)
         .arg(sql)
         .output()

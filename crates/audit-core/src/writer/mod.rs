@@ -34,6 +34,7 @@ pub use health::{HealthSnapshot, HealthState, SinkHealth};
 pub use retention::SpoolConfig;
 
 use crate::chain::{encode_entry_body, encode_marker_body, Sequencer};
+use crate::checkpoint::{rotation_body, Checkpoint, KeyPair};
 use crate::entry::AuditEntry;
 use crate::record::{ChainHead, Hash32, Record};
 use crate::sink::{RecordBatch, Sink, SinkError};
@@ -136,6 +137,8 @@ pub struct WriterConfig {
     pub retention_memory_bytes: usize,
     /// Disk for records a lagging sink still lacks, beyond memory.
     pub spool: Option<SpoolConfig>,
+    /// Signed checkpoints written into the chain, if any.
+    pub checkpoints: Option<CheckpointConfig>,
     /// The first retry delay after a sink fails; it doubles up to `retry_max`.
     pub retry_min: Duration,
     /// The longest retry delay.
@@ -157,6 +160,7 @@ impl Default for WriterConfig {
             max_record_bytes: 16 << 20,
             retention_memory_bytes: 64 << 20,
             spool: None,
+            checkpoints: None,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
         }
@@ -170,6 +174,44 @@ impl WriterConfig {
             .get(&entry.authorization_decision)
             .copied()
             .unwrap_or(self.default_durability)
+    }
+}
+
+/// Signed checkpoints: when the writer signs the chain head, and where else it
+/// publishes the signature.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// The signing key.
+    pub key: Arc<KeyPair>,
+    /// The log's identity, the first line of every checkpoint note.
+    pub log_id: String,
+    /// A checkpoint after at most this many records.
+    pub every_records: u64,
+    /// A checkpoint at least this often while records arrive.
+    pub every: Duration,
+    /// A checkpoint this often while idle, so a quiet period can be told apart
+    /// from a cut-off.
+    pub heartbeat: Duration,
+    /// A witness directory, ideally on other (WORM) storage: every checkpoint
+    /// note is also written there as `checkpoint-<seq>.note`, never overwritten.
+    pub witness_dir: Option<std::path::PathBuf>,
+    /// The key being replaced: at start-up the writer chains a `key_rotation`
+    /// record, signed by this key, that announces `key`.
+    pub previous_key: Option<Arc<KeyPair>>,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints every 1,000 records or 10 seconds, a heartbeat every 60 s.
+    pub fn new(key: Arc<KeyPair>, log_id: impl Into<String>) -> Self {
+        Self {
+            key,
+            log_id: log_id.into(),
+            every_records: 1000,
+            every: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(60),
+            witness_dir: None,
+            previous_key: None,
+        }
     }
 }
 
@@ -349,6 +391,17 @@ impl AuditLog {
             health: health_tx,
             close_deadline: None,
             last_batch_entries: 0,
+            // Whether a restarted log's tail is signed is unknown: sign it at
+            // the next opportunity.
+            since_checkpoint: u64::from(start.head.is_some()),
+            last_checkpoint: Instant::now(),
+            checkpoint_due: false,
+            rotation_pending: config
+                .checkpoints
+                .as_ref()
+                .is_some_and(|c| c.previous_key.is_some()),
+            final_checkpoint_written: false,
+            witness_writes: Vec::new(),
         };
         let handle = tokio::spawn(driver.run());
         Ok(Self {
@@ -507,6 +560,8 @@ struct InFlight {
     first: u64,
     last: u64,
     prev_head: Option<ChainHead>,
+    /// Checkpoint notes sealed in this batch, for the witness once it is kept.
+    witness_notes: Vec<(u64, String)>,
     marker_bodies: Vec<Vec<u8>>,
     started: Instant,
     outcomes: Vec<Outcome>,
@@ -573,6 +628,13 @@ struct Driver {
     close_deadline: Option<Instant>,
     /// Entries in the previous batch: how many producers may be about to return.
     last_batch_entries: usize,
+    /// Records since the last checkpoint.
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    checkpoint_due: bool,
+    rotation_pending: bool,
+    final_checkpoint_written: bool,
+    witness_writes: Vec<JoinHandle<()>>,
 }
 
 /// How long a batch waits for producers that the previous batch's receipts
@@ -601,11 +663,26 @@ impl Driver {
                 },
                 () = sleep_until_opt(deadline), if deadline.is_some() => self.on_tick(),
             }
-            if self.inflight.is_none() && !self.markers.is_empty() && !self.rx_done {
+            if self.inflight.is_none()
+                && (!self.markers.is_empty() || self.checkpoint_due || self.rotation_pending)
+                && !self.rx_done
+            {
                 self.start_batch(Vec::new()).await;
             }
             self.after_event().await;
             if self.rx_done && self.inflight.is_none() && self.markers.is_empty() {
+                if self.config.checkpoints.is_some()
+                    && !self.final_checkpoint_written
+                    && self.head_seq() > 0
+                    && self.since_checkpoint > 0
+                {
+                    // A clean shutdown signs the final head.
+                    self.final_checkpoint_written = true;
+                    self.checkpoint_due = true;
+                    self.start_batch(Vec::new()).await;
+                    self.after_event().await;
+                    continue;
+                }
                 let all_done = self
                     .slots
                     .iter()
@@ -624,6 +701,9 @@ impl Driver {
                 }
             }
         }
+        for h in self.witness_writes.drain(..) {
+            let _ = h.await;
+        }
         for w in self.close_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -636,6 +716,20 @@ impl Driver {
     fn next_deadline(&self) -> Option<Instant> {
         let mut best: Option<Instant> = self.close_deadline;
         let mut consider = |t: Instant| best = Some(best.map_or(t, |b| b.min(t)));
+        if let Some(cp) = &self.config.checkpoints {
+            if self.inflight.is_none()
+                && !self.rx_done
+                && self.head_seq() > 0
+                && !self.checkpoint_due
+            {
+                let wait = if self.since_checkpoint > 0 {
+                    cp.every.min(cp.heartbeat)
+                } else {
+                    cp.heartbeat
+                };
+                consider(self.last_checkpoint + wait);
+            }
+        }
         if let Some(f) = &self.inflight {
             for (i, o) in f.outcomes.iter().enumerate() {
                 if matches!(o, Outcome::Pending) {
@@ -719,6 +813,8 @@ impl Driver {
             });
             self.retention.push(r);
         }
+        self.since_checkpoint += (waiters.len() + marker_bodies.len()) as u64;
+        let witness_notes = self.seal_signatures();
         let last = self.seq.next_seq() - 1;
         if last < first {
             return;
@@ -754,6 +850,7 @@ impl Driver {
             first,
             last,
             prev_head,
+            witness_notes,
             marker_bodies,
             started: now,
             outcomes,
@@ -761,6 +858,105 @@ impl Driver {
         });
         for i in 0..self.slots.len() {
             self.dispatch(i);
+        }
+    }
+
+    /// Seals a pending key rotation and, when one is due, a checkpoint of the
+    /// current head. Returns the checkpoint notes sealed.
+    fn seal_signatures(&mut self) -> Vec<(u64, String)> {
+        let Some(cp) = self.config.checkpoints.clone() else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        if self.rotation_pending {
+            if let Some(old) = &cp.previous_key {
+                #[derive(Serialize)]
+                struct Rotation<'a> {
+                    timestamp: chrono::DateTime<chrono::Utc>,
+                    log_id: &'a str,
+                    new_key: String,
+                    note: String,
+                }
+                let new = cp.key.public();
+                let body = Rotation {
+                    timestamp: chrono::Utc::now(),
+                    log_id: &cp.log_id,
+                    new_key: new.to_vkey(),
+                    note: old.sign_note(&rotation_body(&cp.log_id, &new)),
+                };
+                let mut buf = Vec::new();
+                if encode_marker_body("key_rotation", &body, &mut buf).is_ok() {
+                    let r = self.seq.seal(&buf);
+                    self.retention.push(r);
+                    self.checkpoint_due = true;
+                }
+            }
+            self.rotation_pending = false;
+        }
+        let due = self.checkpoint_due
+            || self.since_checkpoint >= cp.every_records
+            || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= cp.every);
+        let Some(head) = self.seq.head() else {
+            return notes;
+        };
+        if !due {
+            return notes;
+        }
+        let checkpoint = Checkpoint {
+            log_id: cp.log_id.clone(),
+            seq: head.seq,
+            head: head.hash,
+            time: chrono::Utc::now().timestamp(),
+        };
+        let note = cp.key.sign_note(&checkpoint.body());
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            timestamp: chrono::DateTime<chrono::Utc>,
+            log_id: &'a str,
+            checkpoint_seq: u64,
+            head_hash: Hash32,
+            key_id: String,
+            note: &'a str,
+        }
+        let fields = Fields {
+            timestamp: chrono::Utc::now(),
+            log_id: &cp.log_id,
+            checkpoint_seq: head.seq,
+            head_hash: head.hash,
+            key_id: cp.key.public().id_hex(),
+            note: &note,
+        };
+        let mut buf = Vec::new();
+        if let Err(e) = encode_marker_body("checkpoint", &fields, &mut buf) {
+            tracing::error!(error = %e, "cannot encode a checkpoint");
+            return notes;
+        }
+        let r = self.seq.seal(&buf);
+        self.retention.push(r);
+        notes.push((head.seq, note));
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.checkpoint_due = false;
+        notes
+    }
+
+    fn publish_witness(&mut self, notes: &[(u64, String)]) {
+        let Some(dir) = self
+            .config
+            .checkpoints
+            .as_ref()
+            .and_then(|c| c.witness_dir.clone())
+        else {
+            return;
+        };
+        for (seq, note) in notes {
+            let (dir, seq, note) = (dir.clone(), *seq, note.clone());
+            self.witness_writes.retain(|h| !h.is_finished());
+            self.witness_writes.push(tokio::task::spawn_blocking(move || {
+                if let Err(e) = crate::checkpoint::write_witness(&dir, seq, &note) {
+                    tracing::error!(dir = %dir.display(), seq, error = %e, "cannot publish checkpoint to the witness");
+                }
+            }));
         }
     }
 
@@ -877,6 +1073,17 @@ impl Driver {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        if let Some(cp) = &self.config.checkpoints {
+            let wait = if self.since_checkpoint > 0 {
+                cp.every.min(cp.heartbeat)
+            } else {
+                cp.heartbeat
+            };
+            if self.inflight.is_none() && self.head_seq() > 0 && now >= self.last_checkpoint + wait
+            {
+                self.checkpoint_due = true;
+            }
+        }
         for i in 0..self.slots.len() {
             let timeout = self.slots[i].spec.timeout;
             let mut timed_out = false;
@@ -1042,7 +1249,13 @@ impl Driver {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        if !kept {
+        if kept {
+            self.publish_witness(&f.witness_notes);
+        } else {
+            // A rolled-back checkpoint must be made again.
+            if !f.witness_notes.is_empty() {
+                self.checkpoint_due = true;
+            }
             self.seq = Sequencer::resume(f.prev_head);
             self.retention
                 .truncate_after(f.prev_head.map_or(0, |h| h.seq));

@@ -1,0 +1,491 @@
+//! Signed checkpoints: Ed25519 signatures over the chain head, in the C2SP
+//! signed-note layout, so that truncation and a recomputed chain are caught.
+//!
+//! A checkpoint note's body is, one item per line:
+//!
+//! ```text
+//! <log id>
+//! <sequence of the record it commits to>
+//! <that record's hash, base64>
+//! time <unix seconds>
+//! ```
+//!
+//! followed by a blank line and one signature line
+//! `— <key name> <base64(key id ‖ signature)>`. Key IDs and key strings
+//! follow the signed-note conventions (`name+hexid+base64(0x01 ‖ key)`).
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+
+use crate::record::Hash32;
+
+/// The signature algorithm byte of Ed25519 in signed notes.
+const ALG_ED25519: u8 = 0x01;
+const SIG_PREFIX: &str = "\u{2014} ";
+
+/// Why a key or a note was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoteError {
+    /// A key string is malformed.
+    #[error("malformed key: {0}")]
+    BadKey(String),
+    /// A note is malformed.
+    #[error("malformed note: {0}")]
+    Malformed(String),
+    /// No trusted key has this ID.
+    #[error("signed by unknown key {name}+{id}")]
+    UnknownKey {
+        /// The key name on the signature line.
+        name: String,
+        /// The key ID, hex.
+        id: String,
+    },
+    /// The signature does not verify.
+    #[error("signature by {name}+{id} does not verify")]
+    BadSignature {
+        /// The key name.
+        name: String,
+        /// The key ID, hex.
+        id: String,
+    },
+}
+
+fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([ALG_ED25519]);
+    h.update(key.as_bytes());
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+fn hex4(id: [u8; 4]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains(['+', ' ', '\n', '\t'])
+        && !name.chars().any(char::is_control)
+}
+
+/// A public key that verifies checkpoints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    name: String,
+    key: VerifyingKey,
+    id: [u8; 4],
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({}+{})", self.name, hex4(self.id))
+    }
+}
+
+impl PublicKey {
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The 4-byte key ID in hex.
+    pub fn id_hex(&self) -> String {
+        hex4(self.id)
+    }
+
+    /// The signed-note verifier string: `name+hexid+base64(0x01 ‖ key)`.
+    pub fn to_vkey(&self) -> String {
+        let mut raw = vec![ALG_ED25519];
+        raw.extend_from_slice(self.key.as_bytes());
+        format!("{}+{}+{}", self.name, hex4(self.id), B64.encode(raw))
+    }
+
+    /// Parses a verifier string, checking its ID against its key.
+    pub fn from_vkey(s: &str) -> Result<Self, NoteError> {
+        let s = s.trim();
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NoteError::BadKey("expected name+id+key".into()));
+        };
+        if !valid_name(name) {
+            return Err(NoteError::BadKey(format!("invalid key name {name:?}")));
+        }
+        let raw = B64
+            .decode(key)
+            .map_err(|e| NoteError::BadKey(format!("key is not base64: {e}")))?;
+        if raw.len() != 33 || raw[0] != ALG_ED25519 {
+            return Err(NoteError::BadKey("not an Ed25519 key".into()));
+        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&raw[1..]);
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| NoteError::BadKey(e.to_string()))?;
+        let pk = Self {
+            name: name.to_string(),
+            id: key_id(name, &key),
+            key,
+        };
+        if pk.id_hex() != id {
+            return Err(NoteError::BadKey(format!(
+                "key ID {id} does not match the key (expected {})",
+                pk.id_hex()
+            )));
+        }
+        Ok(pk)
+    }
+}
+
+/// A signing key. Its private form is never logged or printed by Debug.
+pub struct KeyPair {
+    name: String,
+    signing: SigningKey,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPair({:?})", self.public())
+    }
+}
+
+impl KeyPair {
+    /// A new key named `name`, from the operating system's random source.
+    pub fn generate(name: &str) -> Result<Self, NoteError> {
+        if !valid_name(name) {
+            return Err(NoteError::BadKey(format!("invalid key name {name:?}")));
+        }
+        let mut seed = [0u8; 32];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut seed))
+            .map_err(|e| NoteError::BadKey(format!("cannot read /dev/urandom: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            signing: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        let key = self.signing.verifying_key();
+        PublicKey {
+            name: self.name.clone(),
+            id: key_id(&self.name, &key),
+            key,
+        }
+    }
+
+    /// The private key string: `PRIVATE+KEY+name+hexid+base64(0x01 ‖ seed)`.
+    pub fn to_private_string(&self) -> String {
+        let mut raw = vec![ALG_ED25519];
+        raw.extend_from_slice(&self.signing.to_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            self.public().id_hex(),
+            B64.encode(raw)
+        )
+    }
+
+    /// Parses a private key string.
+    pub fn from_private_string(s: &str) -> Result<Self, NoteError> {
+        let rest = s
+            .trim()
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or_else(|| NoteError::BadKey("not a private key (missing PRIVATE+KEY+)".into()))?;
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NoteError::BadKey("expected PRIVATE+KEY+name+id+key".into()));
+        };
+        let raw = B64
+            .decode(key)
+            .map_err(|e| NoteError::BadKey(format!("key is not base64: {e}")))?;
+        if raw.len() != 33 || raw[0] != ALG_ED25519 || !valid_name(name) {
+            return Err(NoteError::BadKey("not an Ed25519 private key".into()));
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&raw[1..]);
+        let kp = Self {
+            name: name.to_string(),
+            signing: SigningKey::from_bytes(&seed),
+        };
+        if kp.public().id_hex() != id {
+            return Err(NoteError::BadKey("key ID does not match the key".into()));
+        }
+        Ok(kp)
+    }
+
+    /// Signs a note body (which must end with a newline) and returns the note.
+    pub fn sign_note(&self, body: &str) -> String {
+        let sig = self.signing.sign(body.as_bytes());
+        let mut raw = self.public().id.to_vec();
+        raw.extend_from_slice(&sig.to_bytes());
+        format!("{body}\n{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw))
+    }
+}
+
+/// What a checkpoint commits to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The log's identity (the note's origin line).
+    pub log_id: String,
+    /// The sequence of the record it commits to.
+    pub seq: u64,
+    /// That record's hash.
+    pub head: Hash32,
+    /// When it was made, in Unix seconds.
+    pub time: i64,
+}
+
+impl Checkpoint {
+    /// The note body.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\ntime {}\n",
+            self.log_id,
+            self.seq,
+            B64.encode(self.head.0),
+            self.time
+        )
+    }
+
+    fn parse_body(body: &str) -> Result<Self, NoteError> {
+        let lines: Vec<&str> = body
+            .strip_suffix('\n')
+            .unwrap_or(body)
+            .split('\n')
+            .collect();
+        let bad = |m: &str| NoteError::Malformed(m.to_string());
+        if lines.len() < 3 {
+            return Err(bad("a checkpoint body has at least 3 lines"));
+        }
+        let seq: u64 = lines[1]
+            .parse()
+            .map_err(|_| bad("line 2 is not a sequence"))?;
+        let raw = B64
+            .decode(lines[2])
+            .map_err(|_| bad("line 3 is not base64"))?;
+        let head: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| bad("line 3 is not a 32-byte hash"))?;
+        let time = lines
+            .iter()
+            .skip(3)
+            .find_map(|l| l.strip_prefix("time "))
+            .map(|t| t.parse::<i64>().map_err(|_| bad("bad time line")))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Self {
+            log_id: lines[0].to_string(),
+            seq,
+            head: Hash32(head),
+            time,
+        })
+    }
+}
+
+/// A note's body and its one signature: key name, key ID, signature bytes.
+struct SplitNote<'a> {
+    body: &'a str,
+    name: &'a str,
+    id: [u8; 4],
+    sig: [u8; 64],
+}
+
+/// A note split into its body and its one signature line.
+fn split_note(note: &str) -> Result<SplitNote<'_>, NoteError> {
+    let bad = |m: &str| NoteError::Malformed(m.to_string());
+    let at = note
+        .find("\n\n")
+        .ok_or_else(|| bad("no blank line before the signature"))?;
+    let body = &note[..at + 1];
+    let sig_line = note[at + 2..].strip_suffix('\n').unwrap_or(&note[at + 2..]);
+    if sig_line.contains('\n') {
+        return Err(bad("exactly one signature line is expected"));
+    }
+    let rest = sig_line
+        .strip_prefix(SIG_PREFIX)
+        .ok_or_else(|| bad("signature line must start with an em dash"))?;
+    let (name, sig) = rest
+        .split_once(' ')
+        .ok_or_else(|| bad("signature line needs a name and a signature"))?;
+    let raw = B64
+        .decode(sig)
+        .map_err(|_| bad("signature is not base64"))?;
+    if raw.len() != 68 {
+        return Err(bad("signature must be a 4-byte key ID and 64 bytes"));
+    }
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&raw[..4]);
+    let mut s = [0u8; 64];
+    s.copy_from_slice(&raw[4..]);
+    Ok(SplitNote {
+        body,
+        name,
+        id,
+        sig: s,
+    })
+}
+
+/// Verifies a note against `keys` and returns its body and the key that signed it.
+pub fn verify_note<'a>(
+    note: &'a str,
+    keys: &[PublicKey],
+) -> Result<(&'a str, PublicKey), NoteError> {
+    let SplitNote {
+        body,
+        name,
+        id,
+        sig,
+    } = split_note(note)?;
+    let Some(key) = keys.iter().find(|k| k.id == id && k.name == name) else {
+        return Err(NoteError::UnknownKey {
+            name: name.to_string(),
+            id: hex4(id),
+        });
+    };
+    let sig = ed25519_dalek::Signature::from_bytes(&sig);
+    key.key
+        .verify_strict(body.as_bytes(), &sig)
+        .map_err(|_| NoteError::BadSignature {
+            name: name.to_string(),
+            id: hex4(id),
+        })?;
+    Ok((body, key.clone()))
+}
+
+/// Verifies a checkpoint note and parses what it commits to.
+pub fn verify_checkpoint(
+    note: &str,
+    keys: &[PublicKey],
+) -> Result<(Checkpoint, PublicKey), NoteError> {
+    let (body, key) = verify_note(note, keys)?;
+    Ok((Checkpoint::parse_body(body)?, key))
+}
+
+/// The body of a key-rotation note: the old key signs that `new` follows it.
+pub fn rotation_body(log_id: &str, new: &PublicKey) -> String {
+    format!("{log_id}\nkey rotation\n{}\n", new.to_vkey())
+}
+
+/// Verifies a key-rotation note; returns the new key and the key that signed it.
+pub fn verify_rotation(
+    note: &str,
+    keys: &[PublicKey],
+) -> Result<(PublicKey, PublicKey), NoteError> {
+    let (body, signer) = verify_note(note, keys)?;
+    let lines: Vec<&str> = body.trim_end_matches('\n').split('\n').collect();
+    if lines.len() != 3 || lines[1] != "key rotation" {
+        return Err(NoteError::Malformed("not a key-rotation note".into()));
+    }
+    Ok((PublicKey::from_vkey(lines[2])?, signer))
+}
+
+/// The witness file name for a checkpoint of record `seq`.
+pub fn witness_file_name(seq: u64) -> String {
+    format!("checkpoint-{seq:020}.note")
+}
+
+/// Writes a checkpoint note into a witness directory, durably, never
+/// overwriting an existing note.
+pub fn write_witness(dir: &std::path::Path, seq: u64, note: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = dir.join(witness_file_name(seq));
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // A heartbeat may sign the same head again; an identical note is fine.
+            return if std::fs::read_to_string(&path)? == note {
+                Ok(())
+            } else {
+                // Keep the first note: it is the one a witness vouches for.
+                let alt = dir.join(format!(
+                    "checkpoint-{seq:020}.{}.note",
+                    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+                ));
+                std::fs::write(alt, note)
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    f.write_all(note.as_bytes())?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The latest checkpoint note in a witness directory, by sequence.
+pub fn latest_witness(
+    dir: &std::path::Path,
+) -> std::io::Result<Option<(std::path::PathBuf, String)>> {
+    let mut best: Option<(u64, std::path::PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(seq) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|r| r.get(..20))
+            .and_then(|d| d.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| seq > *b) {
+            best = Some((seq, entry.path()));
+        }
+    }
+    match best {
+        Some((_, path)) => {
+            let note = std::fs::read_to_string(&path)?;
+            Ok(Some((path, note)))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_notes_verify() {
+        let kp = KeyPair::generate("audit.example").expect("key");
+        let back = KeyPair::from_private_string(&kp.to_private_string()).expect("parse");
+        assert_eq!(back.public(), kp.public());
+        let pk = PublicKey::from_vkey(&kp.public().to_vkey()).expect("vkey");
+        let cp = Checkpoint {
+            log_id: "log-1".into(),
+            seq: 42,
+            head: Hash32([9; 32]),
+            time: 1_700_000_000,
+        };
+        let note = kp.sign_note(&cp.body());
+        let (got, key) = verify_checkpoint(&note, std::slice::from_ref(&pk)).expect("verifies");
+        assert_eq!((got, key), (cp, pk.clone()));
+        let forged = note.replace("\n42\n", "\n43\n");
+        assert!(matches!(
+            verify_checkpoint(&forged, &[pk]),
+            Err(NoteError::BadSignature { .. })
+        ));
+        let other = KeyPair::generate("audit.example").expect("key");
+        assert!(matches!(
+            verify_checkpoint(&note, &[other.public()]),
+            Err(NoteError::UnknownKey { .. })
+        ));
+        assert!(PublicKey::from_vkey("a+00000000+AAAA").is_err());
+    }
+}

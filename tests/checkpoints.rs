@@ -1,0 +1,316 @@
+//! Signed checkpoints catch what a plain hash chain cannot: a chain rewritten
+//! and recomputed by someone who can write the storage, and a cut-off tail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_core::checkpoint::KeyPair;
+use audit_core::testing::sample_entry;
+use audit_core::{AuditLog, CheckpointConfig, PrevHash, Record, Sequencer, SinkSpec, WriterConfig};
+use audit_verify::{verify, FindingClass, Report, Severity, Source, VerifyOptions};
+use sink_file::{FileSink, FileSinkConfig};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: Arc<KeyPair>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            key: Arc::new(KeyPair::generate("audit.test").expect("key")),
+        }
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    fn witness(&self) -> PathBuf {
+        self.dir.path().join("witness")
+    }
+
+    async fn write(&self, key: Arc<KeyPair>, previous: Option<Arc<KeyPair>>, n: u64, salt: u64) {
+        let sink = FileSink::open(FileSinkConfig::new("file", self.log_dir()))
+            .await
+            .expect("open");
+        let mut cp = CheckpointConfig::new(key, "audit.test/log");
+        cp.every_records = 10;
+        cp.every = Duration::from_secs(3600);
+        cp.heartbeat = Duration::from_secs(3600);
+        cp.witness_dir = Some(self.witness());
+        cp.previous_key = previous;
+        let config = WriterConfig {
+            checkpoints: Some(cp),
+            ..WriterConfig::default()
+        };
+        let log = AuditLog::open(config, vec![SinkSpec::required(Arc::new(sink))])
+            .await
+            .expect("log");
+        for i in 0..n {
+            log.append(&sample_entry(salt + i)).await.expect("append");
+        }
+        log.close().await;
+    }
+
+    fn segment(&self) -> PathBuf {
+        sink_file::segments::list_segments(&self.log_dir()).expect("list")[0]
+            .path
+            .clone()
+    }
+
+    fn records(&self) -> Vec<Record> {
+        std::fs::read(self.segment())
+            .expect("read")
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| Record::from_text(l).expect("record"))
+            .collect()
+    }
+
+    fn rewrite(&self, records: &[Vec<u8>]) {
+        let mut out = Vec::new();
+        for r in records {
+            out.extend_from_slice(r);
+            out.push(b'\n');
+        }
+        std::fs::write(self.segment(), out).expect("write");
+    }
+
+    async fn check(&self, keys: &[&KeyPair], witness: bool) -> Report {
+        let options = VerifyOptions {
+            public_keys: keys.iter().map(|k| k.public()).collect(),
+            witness: witness.then(|| self.witness()),
+            ..VerifyOptions::default()
+        };
+        verify(&[Source::File(self.log_dir())], &options)
+            .await
+            .expect("verify runs")
+    }
+}
+
+/// Re-seals `texts` from index `from` on, as an attacker who can write the
+/// file but has no signing key would: bodies kept, chain members recomputed.
+fn recompute_from(texts: &mut [Vec<u8>], from: usize) {
+    let head = (from > 0).then(|| Record::from_text(&texts[from - 1]).expect("record").head());
+    let mut seq = Sequencer::resume(head);
+    for t in texts[from..].iter_mut() {
+        let text = std::str::from_utf8(t).expect("utf8");
+        let body = &text[..text.find(",\"chain_sequence\":").expect("chain members")];
+        *t = seq.seal(body.as_bytes()).text().to_vec();
+    }
+}
+
+fn has(report: &Report, class: FindingClass, severity: Severity) -> bool {
+    report.sources[0]
+        .findings
+        .iter()
+        .any(|f| f.class == class && f.severity == severity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intact_log_with_checkpoints_verifies_and_every_record_is_signed() {
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let recs = s.records();
+    let checkpoints = recs
+        .iter()
+        .filter(|r| r.text().starts_with(b"{\"record_type\":\"checkpoint\""))
+        .count();
+    assert_eq!(checkpoints, 4, "every 10 records and one at clean shutdown");
+    assert!(recs
+        .last()
+        .expect("last")
+        .text()
+        .starts_with(b"{\"record_type\":\"checkpoint\""));
+    let r = s.check(&[&s.key], true).await;
+    assert!(r.ok && r.sources[0].findings.is_empty(), "{}", r.human());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_one_record_and_recomputing_the_chain_is_caught_by_a_checkpoint() {
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let mut texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
+    let victim = 4; // record 5
+    texts[victim] = String::from_utf8(texts[victim].clone())
+        .expect("utf8")
+        .replacen("\"allow\"", "\"deny\"", 1)
+        .into_bytes();
+    recompute_from(&mut texts, victim);
+    s.rewrite(&texts);
+    // A plain hash chain cannot tell.
+    let plain = verify(&[Source::File(s.log_dir())], &VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(
+        plain.ok,
+        "the recomputed chain is self-consistent:\n{}",
+        plain.human()
+    );
+    // The first checkpoint after the edit no longer matches the chain.
+    let r = s.check(&[&s.key], false).await;
+    assert!(!r.ok);
+    assert!(
+        r.sources[0]
+            .findings
+            .iter()
+            .any(|f| f.class == FindingClass::Modified
+                && f.seq == Some(10)
+                && f.detail.contains("signed checkpoint")),
+        "{}",
+        r.human()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_off_the_tail_is_caught_against_the_witness() {
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
+    s.rewrite(&texts[..texts.len() - 12]);
+    let without_witness = s.check(&[&s.key], false).await;
+    assert!(
+        without_witness.ok,
+        "a clean cut leaves a valid, signed prefix:\n{}",
+        without_witness.human()
+    );
+    let r = s.check(&[&s.key], true).await;
+    assert!(!r.ok);
+    assert!(
+        has(&r, FindingClass::Truncated, Severity::Error),
+        "{}",
+        r.human()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_latest_checkpoint_is_caught() {
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
+    // The shutdown checkpoint is the last record.
+    s.rewrite(&texts[..texts.len() - 1]);
+    let r = s.check(&[&s.key], false).await;
+    assert!(
+        r.sources[0]
+            .findings
+            .iter()
+            .any(|f| f.class == FindingClass::UnsignedTail && f.detail.starts_with("5 record")),
+        "{}",
+        r.human()
+    );
+    let r = s.check(&[&s.key], true).await;
+    assert!(
+        !r.ok && has(&r, FindingClass::Truncated, Severity::Error),
+        "{}",
+        r.human()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_forged_under_an_unknown_key_is_an_error() {
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let mallory = KeyPair::generate("audit.test").expect("key");
+    let mut texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
+    // Re-sign the last checkpoint with another key of the same name.
+    let last = texts.len() - 1;
+    let prev = Record::from_text(&texts[last - 1]).expect("record");
+    let cp = audit_core::checkpoint::Checkpoint {
+        log_id: "audit.test/log".into(),
+        seq: prev.seq(),
+        head: prev.hash(),
+        time: 0,
+    };
+    let note = mallory.sign_note(&cp.body());
+    let mut body = Vec::new();
+    audit_core::encode_marker_body(
+        "checkpoint",
+        &serde_json::json!({"log_id": "audit.test/log", "checkpoint_seq": prev.seq(), "head_hash": prev.hash(), "key_id": mallory.public().id_hex(), "note": note}),
+        &mut body,
+    )
+    .expect("encode");
+    let mut seq = Sequencer::resume(Some(prev.head()));
+    texts[last] = seq.seal(&body).text().to_vec();
+    s.rewrite(&texts);
+    let r = s.check(&[&s.key], false).await;
+    assert!(!r.ok);
+    assert!(
+        r.sources[0]
+            .findings
+            .iter()
+            .any(|f| f.class == FindingClass::BadSignature && f.detail.contains("unknown key")),
+        "{}",
+        r.human()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_followed_and_a_retired_key_is_refused() {
+    let s = Setup::new();
+    let old = s.key.clone();
+    let new = Arc::new(KeyPair::generate("audit.test-2").expect("key"));
+    s.write(old.clone(), None, 15, 0).await;
+    s.write(new.clone(), Some(old.clone()), 15, 100).await;
+    let rotations = s
+        .records()
+        .iter()
+        .filter(|r| r.text().starts_with(b"{\"record_type\":\"key_rotation\""))
+        .count();
+    assert_eq!(rotations, 1);
+    // Trusting only the old key, the verifier follows the signed rotation.
+    let r = s.check(&[&old], true).await;
+    assert!(r.ok && r.sources[0].findings.is_empty(), "{}", r.human());
+    // A writer that keeps using the retired key is caught.
+    s.write(old.clone(), None, 12, 200).await;
+    let r = s.check(&[&old], false).await;
+    assert!(
+        r.sources[0].findings.iter().any(
+            |f| f.class == FindingClass::BadSignature && f.detail.contains("no longer current")
+        ),
+        "{}",
+        r.human()
+    );
+    let first = s.records()[0].prev();
+    assert_eq!(first, PrevHash::Genesis);
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(["keygen", "--name", "host-1", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let private: &Path = &dir.path().join("host-1.key");
+    assert_eq!(
+        std::fs::metadata(private)
+            .expect("key")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let public = std::fs::read_to_string(dir.path().join("host-1.pub")).expect("pub");
+    let key = audit_core::checkpoint::PublicKey::from_vkey(&public).expect("vkey");
+    let pair = KeyPair::from_private_string(&std::fs::read_to_string(private).expect("read"))
+        .expect("parse");
+    assert_eq!(pair.public(), key);
+    // Refuses to overwrite.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(["keygen", "--name", "host-1", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(2));
+}
