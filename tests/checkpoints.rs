@@ -314,3 +314,41 @@ fn keygen_writes_a_private_key_only_its_owner_can_read() {
         .expect("run");
     assert_eq!(again.status.code(), Some(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_logs_write_heartbeat_checkpoints() {
+    let key = Arc::new(KeyPair::generate("audit.test").expect("key"));
+    let sink = Arc::new(audit_core::MemorySink::new("mem"));
+    let mut cp = CheckpointConfig::new(key.clone(), "audit.test/log");
+    cp.every_records = 1000;
+    cp.every = Duration::from_secs(3600);
+    cp.heartbeat = Duration::from_secs(1);
+    let config = WriterConfig {
+        checkpoints: Some(cp),
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(config, vec![SinkSpec::required(sink.clone())])
+        .await
+        .expect("log");
+    for i in 0..3 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    // Virtual time: the runtime's clock is paused, so this advances it exactly.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    log.close().await;
+    let records = sink.records();
+    let checkpoints: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.text().starts_with(b"{\"record_type\":\"checkpoint\""))
+        .collect();
+    assert_eq!(
+        checkpoints.len(),
+        3,
+        "one heartbeat per idle second: {records:?}"
+    );
+    // Each heartbeat signs the record before it, so the last one covers everything.
+    assert_eq!(
+        records.last().map(Record::seq),
+        checkpoints.last().map(|r| r.seq())
+    );
+}
