@@ -1,0 +1,195 @@
+//! The object sink: one immutable segment object per append, and a head pointer.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use audit_core::{
+    ChainHead, Location, Record, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities,
+    SinkError,
+};
+use opendal::ErrorKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::ObjectSinkConfig;
+use crate::reader::{segment_key, ObjectLog};
+
+/// The `HEAD` pointer object: a hint that saves a full listing at start-up.
+/// It is the only object that is rewritten; the segments are the truth.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeadPointer {
+    key: String,
+    seq: u64,
+    hash: audit_core::Hash32,
+}
+
+struct State {
+    head: Option<ChainHead>,
+    last_write: Option<Instant>,
+}
+
+/// An audit log in object storage. See the crate docs.
+pub struct ObjectSink {
+    config: ObjectSinkConfig,
+    log: ObjectLog,
+    conditional: bool,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for ObjectSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSink")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectSink {
+    /// Connects, checks that the store answers (a missing bucket or wrong
+    /// credentials fail here, naming the service and key), and finds the head
+    /// from the `HEAD` pointer plus a listing of what came after it.
+    pub async fn open(config: ObjectSinkConfig) -> Result<Self, SinkError> {
+        let log = ObjectLog::open(&config)?;
+        let conditional = log.op.info().capability().write_with_if_not_exists;
+        let head = find_head(&log).await?;
+        Ok(Self {
+            config,
+            log,
+            conditional,
+            state: Mutex::new(State {
+                head,
+                last_write: None,
+            }),
+        })
+    }
+
+    /// The reader over the same objects.
+    pub fn log(&self) -> &ObjectLog {
+        &self.log
+    }
+
+    fn head_key(&self) -> String {
+        format!("{}HEAD", self.log.dir)
+    }
+}
+
+async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {
+    let head_key = format!("{}HEAD", log.dir);
+    let pointer: Option<HeadPointer> = match log.op.read(&head_key).await {
+        Ok(b) => serde_json::from_slice(&b.to_bytes()).ok(),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(log.error("read", &head_key, e)),
+    };
+    // Segments written after the pointer was last updated (a crash between
+    // the segment write and the pointer write) are found by listing from it.
+    let newer = log
+        .segments(pointer.as_ref().map(|p| p.key.as_str()))
+        .await?;
+    let last_key = match (newer.last(), &pointer) {
+        (Some(s), _) => s.key.clone(),
+        (None, Some(p)) => p.key.clone(),
+        (None, None) => return Ok(None),
+    };
+    let data = log.read_object(&last_key).await?;
+    let text = data.strip_suffix(b"\n").unwrap_or(&data);
+    let last_line = match memchr::memrchr(b'\n', text) {
+        Some(i) => &text[i + 1..],
+        None => text,
+    };
+    let rec = Record::from_text(last_line).map_err(|e| SinkError::Corrupt {
+        sink: log.name.clone(),
+        location: Location::Object {
+            key: last_key.clone(),
+            line: 0,
+        },
+        detail: format!("the last record does not verify, refusing to append after it: {e}"),
+    })?;
+    Ok(Some(rec.head()))
+}
+
+#[async_trait]
+impl RecordReader for ObjectSink {
+    async fn read_from(&self, from_seq: u64) -> Result<Box<dyn RecordCursor>, SinkError> {
+        self.log.read_from(from_seq).await
+    }
+}
+
+#[async_trait]
+impl Sink for ObjectSink {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn capabilities(&self) -> SinkCapabilities {
+        let mut c =
+            SinkCapabilities::persistent(!matches!(self.config.service, crate::Service::Memory));
+        c.conditional_create = self.conditional;
+        c.rotation = true;
+        c
+    }
+
+    async fn head(&self) -> Result<Option<ChainHead>, SinkError> {
+        Ok(self.state.lock().await.head)
+    }
+
+    async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let mut state = self.state.lock().await;
+        batch.check_continues(&self.config.name, state.head)?;
+        if let Some(t) = state.last_write {
+            let due = t + self.config.min_segment_interval;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let key = segment_key(&self.log.dir, batch.first().seq(), batch.last().seq());
+        // Never rewrite an object. Some stores (Garage among them) accept
+        // If-None-Match but overwrite anyway, so check first as well.
+        match self.log.op.stat(&key).await {
+            Ok(_) => {
+                return Err(SinkError::Corrupt {
+                    sink: self.config.name.clone(),
+                    location: Location::Object { key, line: 0 },
+                    detail:
+                        "a segment object with this range already exists; refusing to overwrite it"
+                            .into(),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.log.error("stat", &key, e)),
+        }
+        let mut body = Vec::with_capacity(batch.byte_len());
+        for r in batch.records() {
+            body.extend_from_slice(r.line());
+        }
+        let write = self
+            .log
+            .op
+            .write_with(&key, body)
+            .if_not_exists(self.conditional);
+        match write.await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
+                return Err(SinkError::Corrupt {
+                    sink: self.config.name.clone(),
+                    location: Location::Object { key, line: 0 },
+                    detail: "another writer created this segment first".into(),
+                })
+            }
+            Err(e) => return Err(self.log.error("write", &key, e)),
+        }
+        state.last_write = Some(Instant::now());
+        let last = batch.last().head();
+        state.head = Some(last);
+        let pointer = HeadPointer {
+            key,
+            seq: last.seq,
+            hash: last.hash,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&pointer) {
+            let head_key = self.head_key();
+            if let Err(e) = self.log.op.write(&head_key, bytes).await {
+                // The segment is durable; a stale pointer only costs a longer listing.
+                tracing::warn!(sink = %self.config.name, key = %head_key, error = %e, "could not update the head pointer");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,35 @@
+//! Object-storage backend for auditlog, on Apache OpenDAL.
+//!
+//! Records are stored in immutable segment objects named by their sequence
+//! range, `<prefix>/<log id>/segments/<first>-<last>.jsonl` (20-digit,
+//! zero-padded, so a name sort is chain order). Each `append` writes one
+//! object; an object is never rewritten. A small `HEAD` object points at the
+//! newest segment, so start-up lists only what came after it.
+//!
+//! Services are Cargo features: `services-fs`, `services-s3` (S3 and
+//! S3-compatible stores such as Garage), `services-gcs`, `services-azblob`;
+//! the in-memory service is always there. Retries with backoff and timeouts
+//! come from OpenDAL's layers.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use audit_core::{AuditEntry, AuditLog, SinkSpec, WriterConfig};
+//! use sink_object::{ObjectSink, ObjectSinkConfig, Service};
+//!
+//! let sink = ObjectSink::open(ObjectSinkConfig::new("mem", Service::Memory, "audit", "log-1")).await?;
+//! let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(Arc::new(sink))]).await?;
+//! log.append(&AuditEntry::new(uuid::Uuid::new_v4())).await?;
+//! log.close().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+#![deny(missing_docs)]
+
+mod backend;
+mod config;
+mod reader;
+
+pub use backend::ObjectSink;
+pub use config::{ObjectSinkConfig, S3Options, Service};
+pub use reader::ObjectLog;
