@@ -212,6 +212,48 @@ pub struct SqliteOptions {
     pub busy_timeout_ms: u64,
 }
 
+/// `kind = "object"` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectOptions {
+    /// `fs`, `s3` or `memory`.
+    pub service: String,
+    /// For `fs`: the root directory.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// For `s3`: the bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// For `s3`: the endpoint URL (AWS when absent).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// For `s3`: the region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A key prefix inside the service.
+    #[serde(default)]
+    pub prefix: String,
+    /// The log's identity; objects live under `<prefix>/<log_id>/`.
+    pub log_id: String,
+    /// Write at most one segment object per this many milliseconds.
+    #[serde(default)]
+    pub min_segment_interval_ms: u64,
+    /// Per-operation timeout.
+    #[serde(default = "default_object_timeout_ms")]
+    pub op_timeout_ms: u64,
+    /// Retries for temporary errors.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+}
+
+fn default_object_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_retries() -> usize {
+    4
+}
+
 fn default_synchronous() -> String {
     "full".into()
 }
@@ -360,9 +402,21 @@ impl Config {
                 }
                 Ok(Backend::Sqlite(o))
             }
-            "object" => Err(invalid(format!(
-                "sinks[{i}].kind = \"object\" needs auditlog's `object` feature, which this build does not have"
-            ))),
+            "object" => {
+                let o: ObjectOptions = options.try_into().map_err(|e| decode("object", e))?;
+                match o.service.as_str() {
+                    "fs" if o.root.is_none() => Err(invalid(format!(
+                        "sinks[{i}].root is needed for service = \"fs\""
+                    ))),
+                    "s3" if o.bucket.is_none() => Err(invalid(format!(
+                        "sinks[{i}].bucket is needed for service = \"s3\""
+                    ))),
+                    "fs" | "s3" | "memory" => Ok(Backend::Object(o)),
+                    other => Err(invalid(format!(
+                        "sinks[{i}].service {other:?} is not fs, s3 or memory"
+                    ))),
+                }
+            }
             other => Err(invalid(format!(
                 "sinks[{i}].kind {other:?} is not a backend (known: file, sqlite, object)"
             ))),
@@ -447,4 +501,6 @@ pub enum Backend {
     File(FileOptions),
     /// `kind = "sqlite"`.
     Sqlite(SqliteOptions),
+    /// `kind = "object"`.
+    Object(ObjectOptions),
 }

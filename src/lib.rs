@@ -97,11 +97,19 @@ async fn open_sink(config: &Config, i: usize) -> Result<Arc<dyn Sink>, BuildErro
                 sink_sqlite::SqliteSink::open(c).await.map_err(wrap)?,
             ))
         }
+        #[cfg(feature = "object")]
+        Backend::Object(o) => {
+            let c = object_config(config, &s.name, &o).map_err(BuildError::Config)?;
+            Ok(Arc::new(
+                sink_object::ObjectSink::open(c).await.map_err(wrap)?,
+            ))
+        }
         #[allow(unreachable_patterns)]
         other => {
             let feature = match other {
                 Backend::File(_) => "file",
                 Backend::Sqlite(_) => "sqlite",
+                Backend::Object(_) => "object",
             };
             Err(BuildError::Config(ConfigError::Invalid {
                 path: config.origin.clone(),
@@ -112,6 +120,34 @@ async fn open_sink(config: &Config, i: usize) -> Result<Arc<dyn Sink>, BuildErro
             }))
         }
     }
+}
+
+/// The object sink settings for `[[sinks]]` entry `name`.
+#[cfg(feature = "object")]
+pub fn object_config(
+    config: &Config,
+    name: &str,
+    o: &config::ObjectOptions,
+) -> Result<sink_object::ObjectSinkConfig, ConfigError> {
+    let service = match o.service.as_str() {
+        "fs" => sink_object::Service::Fs {
+            root: config.resolve(o.root.as_deref().unwrap_or(std::path::Path::new("."))),
+        },
+        "s3" => sink_object::Service::S3(sink_object::S3Options {
+            bucket: o.bucket.clone().unwrap_or_default(),
+            endpoint: o.endpoint.clone(),
+            region: o.region.clone(),
+            access_key_id: None,
+            secret_access_key: None,
+        }),
+        _ => sink_object::Service::Memory,
+    };
+    let mut c =
+        sink_object::ObjectSinkConfig::new(name, service, o.prefix.clone(), o.log_id.clone());
+    c.min_segment_interval = Duration::from_millis(o.min_segment_interval_ms);
+    c.op_timeout = Duration::from_millis(o.op_timeout_ms);
+    c.retries = o.retries;
+    Ok(c)
 }
 
 /// Opens the sinks and starts the writer: resumes the chain from the sinks'

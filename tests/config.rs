@@ -48,8 +48,18 @@ fn errors_name_the_key() {
             "sinks[0].kind",
         ),
         (
-            "[[sinks]]\nkind = \"object\"\nname = \"s3\"\n".to_string(),
-            "`object` feature",
+            "[[sinks]]\nkind = \"object\"\nname = \"s3\"\nlog_id = \"l\"\n".to_string(),
+            "service",
+        ),
+        (
+            "[[sinks]]\nkind = \"object\"\nname = \"s3\"\nlog_id = \"l\"\nservice = \"s3\"\n"
+                .to_string(),
+            "sinks[0].bucket",
+        ),
+        (
+            "[[sinks]]\nkind = \"object\"\nname = \"s3\"\nlog_id = \"l\"\nservice = \"ftp\"\n"
+                .to_string(),
+            "sinks[0].service",
         ),
         (
             "[[sinks]]\nkind = \"sqlite\"\nname = \"s\"\npath = \"x.db\"\nsynchronous = \"off\"\n"

@@ -144,7 +144,32 @@ fn default_sources() -> Result<Vec<String>, String> {
         match config.backend(i).map_err(|e| e.to_string())? {
             Backend::File(o) => out.push(format!("file:{}", config.resolve(&o.dir).display())),
             Backend::Sqlite(o) => out.push(format!("sqlite:{}", config.resolve(&o.path).display())),
-            #[allow(unreachable_patterns)]
+            Backend::Object(o) => match o.service.as_str() {
+                "fs" => out.push(format!(
+                    "fs:{}?prefix={}&log={}",
+                    config
+                        .resolve(o.root.as_deref().unwrap_or(std::path::Path::new(".")))
+                        .display(),
+                    o.prefix,
+                    o.log_id
+                )),
+                "s3" => {
+                    let mut s = format!(
+                        "s3://{}/{}?log={}",
+                        o.bucket.clone().unwrap_or_default(),
+                        o.prefix,
+                        o.log_id
+                    );
+                    if let Some(e) = &o.endpoint {
+                        s.push_str(&format!("&endpoint={e}"));
+                    }
+                    if let Some(r) = &o.region {
+                        s.push_str(&format!("&region={r}"));
+                    }
+                    out.push(s);
+                }
+                _ => {}
+            },
             _ => {}
         }
     }

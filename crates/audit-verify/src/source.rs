@@ -16,6 +16,42 @@ pub enum Source {
     File(PathBuf),
     /// A SQLite database written by the SQLite sink.
     Sqlite(PathBuf),
+    /// A log in a directory through OpenDAL's fs service (`fs:DIR?prefix=P&log=ID`).
+    Fs {
+        /// The root directory.
+        root: PathBuf,
+        /// The key prefix.
+        prefix: String,
+        /// The log id; the only one under the prefix when absent.
+        log_id: Option<String>,
+    },
+    /// A log in an S3 bucket (`s3://BUCKET/PREFIX?endpoint=URL&region=R&log=ID`),
+    /// with credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+        /// The endpoint URL.
+        endpoint: Option<String>,
+        /// The region.
+        region: Option<String>,
+        /// The log id; the only one under the prefix when absent.
+        log_id: Option<String>,
+    },
+}
+
+fn query_params(q: &str) -> Result<Vec<(String, String)>, VerifyError> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    VerifyError::Usage(format!("source parameter {p:?} is not key=value"))
+                })
+        })
+        .collect()
 }
 
 impl Source {
@@ -26,6 +62,54 @@ impl Source {
         }
         if let Some(p) = spec.strip_prefix("sqlite:") {
             return Ok(Source::Sqlite(p.into()));
+        }
+        if let Some(rest) = spec.strip_prefix("fs:") {
+            let (dir, q) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut prefix = String::new();
+            let mut log_id = None;
+            for (k, v) in query_params(q)? {
+                match k.as_str() {
+                    "prefix" => prefix = v,
+                    "log" => log_id = Some(v),
+                    other => {
+                        return Err(VerifyError::Usage(format!(
+                            "source {spec:?}: unknown parameter {other:?} (prefix, log)"
+                        )))
+                    }
+                }
+            }
+            return Ok(Source::Fs {
+                root: dir.into(),
+                prefix,
+                log_id,
+            });
+        }
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (path, q) = rest.split_once('?').unwrap_or((rest, ""));
+            let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+            if bucket.is_empty() {
+                return Err(VerifyError::Usage(format!("source {spec:?}: no bucket")));
+            }
+            let (mut endpoint, mut region, mut log_id) = (None, None, None);
+            for (k, v) in query_params(q)? {
+                match k.as_str() {
+                    "endpoint" => endpoint = Some(v),
+                    "region" => region = Some(v),
+                    "log" => log_id = Some(v),
+                    other => {
+                        return Err(VerifyError::Usage(format!(
+                            "source {spec:?}: unknown parameter {other:?} (endpoint, region, log)"
+                        )))
+                    }
+                }
+            }
+            return Ok(Source::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+                endpoint,
+                region,
+                log_id,
+            });
         }
         if let Some((scheme, _)) = spec.split_once("://") {
             return Err(VerifyError::Usage(format!(
@@ -50,6 +134,8 @@ impl Source {
         match self {
             Source::File(p) => format!("file:{}", p.display()),
             Source::Sqlite(p) => format!("sqlite:{}", p.display()),
+            Source::Fs { root, prefix, .. } => format!("fs:{}?prefix={prefix}", root.display()),
+            Source::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
         }
     }
 
@@ -81,12 +167,83 @@ impl Source {
                     .map_err(|e| unreadable(e.to_string()))?;
                 Ok((Arc::new(log), HashMap::new(), 1))
             }
+            #[cfg(feature = "object")]
+            Source::Fs { .. } | Source::S3 { .. } => {
+                let log = self.object_log().await.map_err(unreadable)?;
+                let n = log
+                    .segment_keys()
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?
+                    .len() as u64;
+                Ok((Arc::new(log), HashMap::new(), n))
+            }
             #[allow(unreachable_patterns)]
             other => Err(VerifyError::Usage(format!(
                 "source {}: this build does not include its backend",
                 other.describe()
             ))),
         }
+    }
+}
+
+#[cfg(feature = "object")]
+impl Source {
+    async fn object_log(&self) -> Result<sink_object::ObjectLog, String> {
+        let (service, prefix, log_id) = match self {
+            Source::Fs {
+                root,
+                prefix,
+                log_id,
+            } => (
+                sink_object::Service::Fs { root: root.clone() },
+                prefix.clone(),
+                log_id.clone(),
+            ),
+            Source::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                log_id,
+            } => (
+                sink_object::Service::S3(sink_object::S3Options {
+                    bucket: bucket.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    access_key_id: None,
+                    secret_access_key: None,
+                }),
+                prefix.clone(),
+                log_id.clone(),
+            ),
+            _ => return Err("not an object source".into()),
+        };
+        let log_id = match log_id {
+            Some(l) => l,
+            None => {
+                let probe = sink_object::ObjectSinkConfig::new(
+                    self.describe(),
+                    service.clone(),
+                    prefix.clone(),
+                    "",
+                );
+                let ids = sink_object::ObjectLog::log_ids(&probe)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match ids.as_slice() {
+                    [one] => one.clone(),
+                    [] => return Err("no log under this prefix".into()),
+                    many => {
+                        return Err(format!(
+                            "several logs under this prefix ({}); name one with log=ID",
+                            many.join(", ")
+                        ))
+                    }
+                }
+            }
+        };
+        let config = sink_object::ObjectSinkConfig::new(self.describe(), service, prefix, log_id);
+        sink_object::ObjectLog::open(&config).map_err(|e| e.to_string())
     }
 }
 
@@ -124,6 +281,27 @@ pub fn sources_from_config(path: &Path) -> Result<Vec<Source>, VerifyError> {
         match kind {
             "file" => out.push(Source::File(resolve("dir")?)),
             "sqlite" => out.push(Source::Sqlite(resolve("path")?)),
+            "object" => {
+                let service = key("service").unwrap_or("");
+                let prefix = key("prefix").unwrap_or("").to_string();
+                let log_id = key("log_id").map(str::to_owned);
+                match service {
+                    "fs" => out.push(Source::Fs { root: resolve("root")?, prefix, log_id }),
+                    "s3" => out.push(Source::S3 {
+                        bucket: key("bucket").unwrap_or_default().to_string(),
+                        prefix,
+                        endpoint: key("endpoint").map(str::to_owned),
+                        region: key("region").map(str::to_owned),
+                        log_id,
+                    }),
+                    other => {
+                        return Err(VerifyError::Usage(format!(
+                            "config {}: sinks[{i}].service {other:?} cannot be verified from outside the process",
+                            path.display()
+                        )))
+                    }
+                }
+            }
             other => {
                 return Err(VerifyError::Usage(format!(
                     "config {}: sinks[{i}].kind {other:?} cannot be verified by this build",

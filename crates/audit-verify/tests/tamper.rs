@@ -388,3 +388,67 @@ async fn file_and_sqlite_copies_agree() {
     assert!(r.ok, "{}", r.human());
     assert_eq!(r.sources[0].head_hash, r.sources[1].head_hash);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_tamper_matrix() {
+    use sink_object::{ObjectSink, ObjectSinkConfig, Service};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |root: PathBuf| async move {
+        let config = ObjectSinkConfig::new("obj", Service::Fs { root }, "audit", "log-1");
+        Arc::new(ObjectSink::open(config).await.expect("open"))
+    };
+    let root = dir.path().join("store");
+    let sink = open(root.clone()).await;
+    // Small batches so the log spans several segment objects.
+    let log = AuditLog::open(
+        WriterConfig {
+            batch_max_records: 5,
+            ..WriterConfig::default()
+        },
+        vec![SinkSpec::required(sink.clone())],
+    )
+    .await
+    .expect("log");
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        tasks.push(log.append(&sample_entry(i)).await.expect("append"));
+    }
+    log.close().await;
+    let src = Source::Fs {
+        root: root.clone(),
+        prefix: "audit".into(),
+        log_id: None,
+    };
+    assert!(check(std::slice::from_ref(&src)).await.ok);
+    let keys = sink.log().segment_keys().await.expect("keys");
+    assert!(keys.len() >= 3, "{keys:?}");
+    // Overwrite an object's content in place (what an attacker with write access does).
+    let victim = root.join(&keys[1]);
+    let original = std::fs::read(&victim).expect("read");
+    std::fs::write(
+        &victim,
+        String::from_utf8(original.clone())
+            .expect("utf8")
+            .replacen("agent-", "agent_", 1),
+    )
+    .expect("write");
+    let r = check(std::slice::from_ref(&src)).await;
+    let first_in_victim = Record::from_text(original.split(|&b| b == b'\n').next().expect("line"))
+        .expect("record")
+        .seq();
+    assert_finding(&r, 0, FindingClass::Modified, Some(first_in_victim));
+    assert!(
+        r.sources[0]
+            .findings
+            .iter()
+            .any(|f| f.location.contains(&keys[1])),
+        "{}",
+        r.human()
+    );
+    // Delete an object.
+    std::fs::write(&victim, &original).expect("restore");
+    std::fs::remove_file(&victim).expect("delete");
+    let r = check(std::slice::from_ref(&src)).await;
+    assert_finding(&r, 0, FindingClass::Deleted, Some(first_in_victim));
+    drop(tasks);
+}

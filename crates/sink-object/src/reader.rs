@@ -80,6 +80,34 @@ impl ObjectLog {
         Ok(out)
     }
 
+    /// The log ids found under `config`'s prefix (its `log_id` is ignored).
+    pub async fn log_ids(config: &ObjectSinkConfig) -> Result<Vec<String>, SinkError> {
+        let op = config.operator()?;
+        let p = config.prefix.trim_matches('/');
+        let dir = if p.is_empty() {
+            String::new()
+        } else {
+            format!("{p}/")
+        };
+        let entries = match op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(SinkError::Backend {
+                    sink: config.name.clone(),
+                    detail: format!("{}: list {dir}: {e}", config.describe()),
+                })
+            }
+        };
+        Ok(entries
+            .into_iter()
+            // A listing includes the directory itself.
+            .filter(|e| e.path().ends_with('/') && e.path() != dir)
+            .map(|e| e.name().trim_end_matches('/').to_string())
+            .filter(|n| !n.is_empty())
+            .collect())
+    }
+
     /// Every segment object's key, in chain order.
     pub async fn segment_keys(&self) -> Result<Vec<String>, SinkError> {
         Ok(self
