@@ -291,18 +291,29 @@ pub async fn refuses_batches_that_do_not_link(h: &dyn Harness) {
 
 /// Expands to one `#[tokio::test]` per conformance case, for the harness
 /// built by `$harness` (an expression evaluated afresh in every test).
+///
+/// `conformance_tests!(if GUARD, HARNESS)` runs each case only when `GUARD`
+/// (an expression evaluating to `Result<(), String>`) is `Ok`, and otherwise
+/// prints why it skipped, e.g. when no S3 endpoint is configured.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr) => {
-        $crate::conformance_tests!(@cases $harness;
+    (if $guard:expr, $harness:expr) => {
+        $crate::conformance_tests!(@cases ($guard) $harness;
             append_then_read_back, head_after_reopen, concurrent_producers_keep_order,
             batch_sizes, large_and_unusual_entries, reader_starts_mid_log, empty_log,
             refuses_batches_that_do_not_link);
     };
-    (@cases $harness:expr; $($case:ident),*) => {
+    ($harness:expr) => {
+        $crate::conformance_tests!(if ::std::result::Result::<(), ::std::string::String>::Ok(()), $harness);
+    };
+    (@cases ($guard:expr) $harness:expr; $($case:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if let ::std::result::Result::Err(why) = $guard {
+                    eprintln!("SKIPPED {}: {why}", stringify!($case));
+                    return;
+                }
                 let harness = $harness;
                 $crate::testing::$case(&harness).await;
             }

@@ -28,6 +28,8 @@
 
 mod backend;
 mod config;
+#[cfg(feature = "testing")]
+pub mod garage;
 mod reader;
 
 pub use backend::ObjectSink;

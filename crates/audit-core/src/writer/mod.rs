@@ -1339,6 +1339,7 @@ impl Driver {
                 slot.health.durable_seq = slot.durable;
                 slot.health.records_behind = head.saturating_sub(slot.durable);
                 if dst.durable_seq != slot.health.durable_seq
+                    || dst.records_behind != slot.health.records_behind
                     || dst.state != slot.health.state
                     || dst.total_failures != slot.health.total_failures
                     || dst.consecutive_successes != slot.health.consecutive_successes
