@@ -489,6 +489,7 @@ impl Config {
             }),
             retry_min: Duration::from_millis(l.retry_min_ms),
             retry_max: Duration::from_millis(l.retry_max_ms),
+            ..WriterConfig::default()
         })
     }
 }

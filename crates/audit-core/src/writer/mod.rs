@@ -139,6 +139,12 @@ pub struct WriterConfig {
     pub spool: Option<SpoolConfig>,
     /// Signed checkpoints written into the chain, if any.
     pub checkpoints: Option<CheckpointConfig>,
+    /// Most records sent to a lagging sink in one catch-up append. Larger than
+    /// a batch, so a sink that writes slowly (an object store with one segment
+    /// a second) can drain what it missed.
+    pub catch_up_max_records: usize,
+    /// Most bytes sent to a lagging sink in one catch-up append.
+    pub catch_up_max_bytes: usize,
     /// The first retry delay after a sink fails; it doubles up to `retry_max`.
     pub retry_min: Duration,
     /// The longest retry delay.
@@ -161,6 +167,8 @@ impl Default for WriterConfig {
             retention_memory_bytes: 64 << 20,
             spool: None,
             checkpoints: None,
+            catch_up_max_records: 131_072,
+            catch_up_max_bytes: 64 << 20,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
         }
@@ -972,17 +980,21 @@ impl Driver {
             return;
         }
         let from = slot.durable + 1;
-        let Some(source) = self.retention.source(
-            from,
-            self.config.batch_max_records.max(1024),
-            self.config.batch_max_bytes,
-        ) else {
+        let max_records = self
+            .config
+            .catch_up_max_records
+            .max(self.config.batch_max_records);
+        let max_bytes = self
+            .config
+            .catch_up_max_bytes
+            .max(self.config.batch_max_bytes);
+        let Some(source) = self.retention.source(from, max_records, max_bytes) else {
             self.fail_slot(i, format!("records from {from} are no longer retained"));
             return;
         };
         let sink = self.slots[i].spec.sink.clone();
         let done = self.done_tx.clone();
-        let max = self.config.batch_max_records.max(1024);
+        let max = max_records;
         self.slots[i].job = Some(Job {
             started: now,
             first: from,
