@@ -36,6 +36,28 @@ pub enum Service {
     /// S3 or an S3-compatible store.
     #[cfg(feature = "services-s3")]
     S3(S3Options),
+    /// Google Cloud Storage; credentials from `credential_path` or the environment.
+    #[cfg(feature = "services-gcs")]
+    Gcs {
+        /// The bucket.
+        bucket: String,
+        /// A service-account JSON file.
+        credential_path: Option<String>,
+        /// Another endpoint (an emulator, say).
+        endpoint: Option<String>,
+    },
+    /// Azure Blob Storage; the account key from `AZURE_STORAGE_KEY` when absent.
+    #[cfg(feature = "services-azblob")]
+    Azblob {
+        /// The container.
+        container: String,
+        /// The endpoint, e.g. `https://ACCOUNT.blob.core.windows.net`.
+        endpoint: String,
+        /// The storage account.
+        account_name: String,
+        /// The account key.
+        account_key: Option<String>,
+    },
 }
 
 /// Where and how an object sink writes.
@@ -90,6 +112,14 @@ impl ObjectSinkConfig {
                 o.bucket,
                 o.endpoint.as_deref().unwrap_or("AWS")
             ),
+            #[cfg(feature = "services-gcs")]
+            Service::Gcs { bucket, .. } => format!("gcs bucket {bucket}"),
+            #[cfg(feature = "services-azblob")]
+            Service::Azblob {
+                container,
+                endpoint,
+                ..
+            } => format!("azblob container {container} at {endpoint}"),
         }
     }
 
@@ -137,6 +167,40 @@ impl ObjectSinkConfig {
                     .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok());
                 if let (Some(k), Some(s)) = (key, secret) {
                     b = b.access_key_id(&k).secret_access_key(&s);
+                }
+                Operator::new(b).map_err(err)?
+            }
+            #[cfg(feature = "services-gcs")]
+            Service::Gcs {
+                bucket,
+                credential_path,
+                endpoint,
+            } => {
+                let mut b = opendal::services::Gcs::default().bucket(bucket);
+                if let Some(p) = credential_path {
+                    b = b.credential_path(p);
+                }
+                if let Some(e) = endpoint {
+                    b = b.endpoint(e);
+                }
+                Operator::new(b).map_err(err)?
+            }
+            #[cfg(feature = "services-azblob")]
+            Service::Azblob {
+                container,
+                endpoint,
+                account_name,
+                account_key,
+            } => {
+                let mut b = opendal::services::Azblob::default()
+                    .container(container)
+                    .endpoint(endpoint)
+                    .account_name(account_name);
+                let key = account_key
+                    .clone()
+                    .or_else(|| std::env::var("AZURE_STORAGE_KEY").ok());
+                if let Some(k) = key {
+                    b = b.account_key(&k);
                 }
                 Operator::new(b).map_err(err)?
             }
