@@ -38,8 +38,8 @@ impl SinkCapabilities {
 pub enum Location {
     /// A line in a file.
     Line {
-        /// The file.
-        path: PathBuf,
+        /// The file (shared: a reader hands out one per record).
+        path: std::sync::Arc<std::path::Path>,
         /// 1-based line number.
         line: u64,
         /// Byte offset of the line's first byte.

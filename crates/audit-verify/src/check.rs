@@ -265,7 +265,7 @@ impl Classifier {
         let s = rec.seq;
         self.records += 1;
         if let Location::Line { path, line: 1, .. } = &loc {
-            if let Some(&promised) = self.segment_starts.get(path) {
+            if let Some(&promised) = self.segment_starts.get(path.as_ref()) {
                 if promised != s {
                     self.find(
                         FindingClass::Modified,

@@ -85,7 +85,11 @@ impl RecordReader for FileLog {
         Ok(Box::new(FileCursor {
             state: Some(CursorState {
                 name: self.name.clone(),
-                files: files.into_iter().skip(start).map(|(p, _)| p).collect(),
+                files: files
+                    .into_iter()
+                    .skip(start)
+                    .map(|(p, _)| std::sync::Arc::from(p.as_path()))
+                    .collect(),
                 index: 0,
                 file: None,
                 carry: Vec::new(),
@@ -111,7 +115,7 @@ const CHUNK: usize = 4 << 20;
 
 struct CursorState {
     name: String,
-    files: Vec<PathBuf>,
+    files: Vec<std::sync::Arc<std::path::Path>>,
     index: usize,
     file: Option<File>,
     /// Bytes of a line that started in an earlier chunk.
@@ -129,15 +133,18 @@ struct CursorState {
 }
 
 impl CursorState {
-    fn path(&self) -> PathBuf {
-        self.files.get(self.index).cloned().unwrap_or_default()
+    fn path(&self) -> std::sync::Arc<std::path::Path> {
+        self.files
+            .get(self.index)
+            .cloned()
+            .unwrap_or_else(|| std::sync::Arc::from(std::path::Path::new("")))
     }
 
     fn io(&self, op: &'static str, source: io::Error) -> SinkError {
         SinkError::Io {
             sink: self.name.clone(),
             op,
-            path: self.path(),
+            path: self.path().to_path_buf(),
             source,
         }
     }

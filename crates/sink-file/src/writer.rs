@@ -117,7 +117,7 @@ impl SegmentWriter {
                 return Err(SinkError::Corrupt {
                     sink: self.cfg.name.clone(),
                     location: Location::Line {
-                        path: seg.path.clone(),
+                        path: std::sync::Arc::from(seg.path.clone().as_path()),
                         line: 0,
                         offset: tail.complete_len,
                     },
@@ -132,7 +132,7 @@ impl SegmentWriter {
             let rec = Record::from_text(&line).map_err(|e| SinkError::Corrupt {
                 sink: self.cfg.name.clone(),
                 location: Location::Line {
-                    path,
+                    path: path.into(),
                     line: 0,
                     offset,
                 },
