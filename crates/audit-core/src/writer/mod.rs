@@ -1289,15 +1289,19 @@ impl Driver {
         }
     }
 
-    async fn relieve_retention(&mut self) {
-        let live_min = self
-            .slots
+    /// The lowest durable sequence among live sinks: retention can forget
+    /// everything up to it.
+    fn live_min(&self) -> u64 {
+        self.slots
             .iter()
             .filter(|s| !s.failed)
             .map(|s| s.durable)
             .min()
-            .unwrap_or_else(|| self.head_seq());
-        self.retention.trim_through(live_min);
+            .unwrap_or_else(|| self.head_seq())
+    }
+
+    async fn relieve_retention(&mut self) {
+        self.retention.trim_through(self.live_min());
         while let Some((path, records)) = self.retention.spill_plan(self.head_seq() + 1) {
             let p = path.clone();
             let written = tokio::task::spawn_blocking(move || {
@@ -1329,14 +1333,7 @@ impl Driver {
             let Some(i) = victim else { break };
             let bytes = self.retention.bytes();
             self.fail_slot(i, format!("retention overflow: {bytes} bytes of records it lacks exceed memory and spool limits"));
-            let live_min = self
-                .slots
-                .iter()
-                .filter(|s| !s.failed)
-                .map(|s| s.durable)
-                .min()
-                .unwrap_or_else(|| self.head_seq());
-            self.retention.trim_through(live_min);
+            self.retention.trim_through(self.live_min());
         }
     }
 
