@@ -1,7 +1,5 @@
 //! The file sink: the async face of [`crate::writer::SegmentWriter`].
 
-use std::sync::{Arc, Mutex};
-
 use async_trait::async_trait;
 use audit_core::{
     ChainHead, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError,
@@ -18,9 +16,11 @@ use crate::writer::SegmentWriter;
 /// for recovery and rotation.
 pub struct FileSink {
     name: String,
-    writer: Arc<Mutex<SegmentWriter>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     reader: FileLog,
 }
+
+type Job = Box<dyn FnOnce(&mut SegmentWriter) + Send>;
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,40 +33,55 @@ impl std::fmt::Debug for FileSink {
 impl FileSink {
     /// Opens (creating if needed) the log in `config.dir`, recovering a torn
     /// tail and reading the head from the end of the last segment.
+    ///
+    /// The sink's file I/O runs on a dedicated thread that owns the segment
+    /// writer: one hand-off per batch, never on the async workers.
     pub async fn open(config: FileSinkConfig) -> Result<Self, SinkError> {
         let name = config.name.clone();
         let reader = FileLog::open(config.dir.clone())
             .with_max_line(config.max_record_bytes)
             .with_name(name.clone());
-        let writer = tokio::task::spawn_blocking(move || SegmentWriter::open(config))
-            .await
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(format!("file-sink-{name}"))
+            .spawn(move || match SegmentWriter::open(config) {
+                Ok(mut w) => {
+                    let _ = ready_tx.send(Ok(()));
+                    while let Ok(job) = rx.recv() {
+                        job(&mut w);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
             .map_err(|e| SinkError::Backend {
                 sink: name.clone(),
-                detail: format!("open task failed: {e}"),
-            })??;
-        Ok(Self {
-            name,
-            writer: Arc::new(Mutex::new(writer)),
-            reader,
-        })
+                detail: format!("cannot start the writer thread: {e}"),
+            })?;
+        ready_rx.await.map_err(|_| SinkError::Backend {
+            sink: name.clone(),
+            detail: "writer thread ended during open".into(),
+        })??;
+        Ok(Self { name, jobs, reader })
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SegmentWriter) -> Result<T, SinkError> + Send + 'static,
     ) -> Result<T, SinkError> {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic inside the writer poisons the mutex; its state is then
-            // re-read from disk by the next append's poison handling.
-            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut w)
-        })
-        .await
-        .map_err(|e| SinkError::Backend {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || SinkError::Backend {
             sink: self.name.clone(),
-            detail: format!("writer task failed: {e}"),
-        })?
+            detail: "the writer thread has stopped".into(),
+        };
+        self.jobs
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 

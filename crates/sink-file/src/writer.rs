@@ -1,5 +1,5 @@
 //! The blocking half of the file sink: recovery, rotation, identity checks and
-//! the one-write-one-fdatasync append. Runs on tokio's blocking pool.
+//! the one-write-one-fdatasync append. Runs on the sink's own writer thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
