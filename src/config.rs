@@ -463,6 +463,7 @@ impl Config {
                 every: Duration::from_secs(c.every_secs),
                 heartbeat: Duration::from_secs(c.heartbeat_secs),
                 witness_dir: c.witness_dir.as_ref().map(|d| self.resolve(d)),
+                witness_interval: Duration::from_secs(1),
                 previous_key: c
                     .previous_key_file
                     .as_ref()

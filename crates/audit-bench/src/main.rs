@@ -250,6 +250,7 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
             let dir = tempfile::tempdir_in(base).expect("tempdir");
             let checkpoints = with.then(|| {
                 let mut cp = audit_core::CheckpointConfig::new(key.clone(), "bench/log");
+                // The witness is on the same disk here; it is written once a second.
                 cp.witness_dir = Some(dir.path().join("witness"));
                 cp
             });

@@ -200,9 +200,12 @@ pub struct CheckpointConfig {
     /// A checkpoint this often while idle, so a quiet period can be told apart
     /// from a cut-off.
     pub heartbeat: Duration,
-    /// A witness directory, ideally on other (WORM) storage: every checkpoint
-    /// note is also written there as `checkpoint-<seq>.note`, never overwritten.
+    /// A witness directory, ideally on other (WORM) storage: checkpoint notes
+    /// are also written there as `checkpoint-<seq>.note`, never overwritten.
     pub witness_dir: Option<std::path::PathBuf>,
+    /// The newest checkpoint goes to the witness at most this often (and
+    /// always at clean shutdown).
+    pub witness_interval: Duration,
     /// The key being replaced: at start-up the writer chains a `key_rotation`
     /// record, signed by this key, that announces `key`.
     pub previous_key: Option<Arc<KeyPair>>,
@@ -218,6 +221,7 @@ impl CheckpointConfig {
             every: Duration::from_secs(10),
             heartbeat: Duration::from_secs(60),
             witness_dir: None,
+            witness_interval: Duration::from_secs(1),
             previous_key: None,
         }
     }
@@ -410,6 +414,8 @@ impl AuditLog {
                 .is_some_and(|c| c.previous_key.is_some()),
             final_checkpoint_written: false,
             witness_writes: Vec::new(),
+            witness_pending: None,
+            last_witness: None,
         };
         let handle = tokio::spawn(driver.run());
         Ok(Self {
@@ -643,6 +649,8 @@ struct Driver {
     rotation_pending: bool,
     final_checkpoint_written: bool,
     witness_writes: Vec<JoinHandle<()>>,
+    witness_pending: Option<(u64, String)>,
+    last_witness: Option<Instant>,
 }
 
 /// How long a batch waits for producers that the previous batch's receipts
@@ -709,6 +717,8 @@ impl Driver {
                 }
             }
         }
+        // The final checkpoint always reaches the witness.
+        self.flush_witness();
         for h in self.witness_writes.drain(..) {
             let _ = h.await;
         }
@@ -948,7 +958,25 @@ impl Driver {
         notes
     }
 
+    /// Queues the newest kept checkpoint for the witness and publishes it at
+    /// most once per `witness_interval`: the witness only needs the latest
+    /// signed head, and every publication costs it two fsyncs.
     fn publish_witness(&mut self, notes: &[(u64, String)]) {
+        if let Some(latest) = notes.last() {
+            self.witness_pending = Some(latest.clone());
+        }
+        let interval = self
+            .config
+            .checkpoints
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.witness_interval);
+        if self.last_witness.is_none_or(|t| t.elapsed() >= interval) {
+            self.flush_witness();
+        }
+    }
+
+    /// Writes the pending checkpoint note to the witness directory.
+    fn flush_witness(&mut self) {
         let Some(dir) = self
             .config
             .checkpoints
@@ -957,15 +985,16 @@ impl Driver {
         else {
             return;
         };
-        for (seq, note) in notes {
-            let (dir, seq, note) = (dir.clone(), *seq, note.clone());
-            self.witness_writes.retain(|h| !h.is_finished());
-            self.witness_writes.push(tokio::task::spawn_blocking(move || {
-                if let Err(e) = crate::checkpoint::write_witness(&dir, seq, &note) {
-                    tracing::error!(dir = %dir.display(), seq, error = %e, "cannot publish checkpoint to the witness");
-                }
-            }));
-        }
+        let Some((seq, note)) = self.witness_pending.take() else {
+            return;
+        };
+        self.last_witness = Some(Instant::now());
+        self.witness_writes.retain(|h| !h.is_finished());
+        self.witness_writes.push(tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::checkpoint::write_witness(&dir, seq, &note) {
+                tracing::error!(dir = %dir.display(), seq, error = %e, "cannot publish checkpoint to the witness");
+            }
+        }));
     }
 
     fn dispatch(&mut self, i: usize) {
