@@ -245,8 +245,16 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     // records), interleaved three times so drift on a noisy machine hits both.
     let key = Arc::new(audit_core::checkpoint::KeyPair::generate("bench").expect("key"));
     let (mut plain, mut signed) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        for with in [false, true] {
+    // Deleting a run's files makes the disk busy (discard) during the next
+    // run, so all directories are kept until the end, and the order alternates.
+    let mut dirs = Vec::new();
+    for round in 0..3 {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
             let dir = tempfile::tempdir_in(base).expect("tempdir");
             let checkpoints = with.then(|| {
                 let mut cp = audit_core::CheckpointConfig::new(key.clone(), "bench/log");
@@ -271,8 +279,10 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
             } else {
                 plain.push(r.rate)
             }
+            dirs.push(dir);
         }
     }
+    drop(dirs);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
