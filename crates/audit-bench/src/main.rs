@@ -100,6 +100,17 @@ struct Run {
     p99: f64,
 }
 
+impl Run {
+    fn summary(&self) -> String {
+        format!(
+            "{} p50 {:.2} ms p99 {:.2} ms",
+            fmt_rate(self.rate),
+            self.p50,
+            self.p99
+        )
+    }
+}
+
 async fn drive(log: &AuditLog, producers: usize, duration: Duration) -> Run {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
@@ -219,12 +230,7 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         row(
             rows,
             format!("durable append, 1 file sink, {producers} producers"),
-            format!(
-                "{} p50 {:.2} ms p99 {:.2} ms",
-                fmt_rate(r.rate),
-                r.p50,
-                r.p99
-            ),
+            r.summary(),
             target,
         );
         let sdir = tempfile::tempdir_in(base).expect("tempdir");
@@ -232,12 +238,7 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         row(
             rows,
             format!("  seed strategy (fsync per entry under one lock), {producers} producers"),
-            format!(
-                "{} p50 {:.2} ms p99 {:.2} ms",
-                fmt_rate(s.rate),
-                s.p50,
-                s.p99
-            ),
+            s.summary(),
             format!("ours is {:.0}× this", r.rate / s.rate.max(1.0)),
         );
     }
@@ -315,12 +316,7 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     row(
         rows,
         "durable append, file + SQLite together, both required, 64 producers",
-        format!(
-            "{} p50 {:.2} ms p99 {:.2} ms",
-            fmt_rate(r.rate),
-            r.p50,
-            r.p99
-        ),
+        r.summary(),
         "",
     );
 }
@@ -348,12 +344,7 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     row(
         rows,
         "durable append, object sink (OpenDAL fs), 64 producers",
-        format!(
-            "{} p50 {:.2} ms p99 {:.2} ms",
-            fmt_rate(r.rate),
-            r.p50,
-            r.p99
-        ),
+        r.summary(),
         "",
     );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
@@ -378,12 +369,7 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     row(
         rows,
         "durable append, file + SQLite + object (fs), all required, 64 producers",
-        format!(
-            "{} p50 {:.2} ms p99 {:.2} ms",
-            fmt_rate(r.rate),
-            r.p50,
-            r.p99
-        ),
+        r.summary(),
         "≥ 100 k/s",
     );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
@@ -409,12 +395,7 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     row(
         rows,
         "durable append, file required + SQLite and object (fs) optional, 64 producers",
-        format!(
-            "{} p50 {:.2} ms p99 {:.2} ms",
-            fmt_rate(r.rate),
-            r.p50,
-            r.p99
-        ),
+        r.summary(),
         "replicas caught up before the next row",
     );
     let Some(bin) = sink_object::garage::find_binary() else {
@@ -462,12 +443,7 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     row(
         rows,
         "file required + Garage S3 optional with 1-second segments, 64 producers",
-        format!(
-            "{} p50 {:.2} ms p99 {:.2} ms",
-            fmt_rate(r.rate),
-            r.p50,
-            r.p99
-        ),
+        r.summary(),
         format!(
             "S3 sink {s3_state:?}, caught up {:.1} s after the run",
             lag.as_secs_f64()
