@@ -33,6 +33,7 @@ pub mod record;
 pub mod sink;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod worker;
 pub mod writer;
 
 pub use chain::{encode_entry_body, encode_marker_body, ChainChecker, Link, Sequencer};

@@ -1,6 +1,7 @@
 //! The file sink: the async face of [`crate::writer::SegmentWriter`].
 
 use async_trait::async_trait;
+use audit_core::worker::SinkThread;
 use audit_core::{
     ChainHead, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError,
 };
@@ -16,11 +17,9 @@ use crate::writer::SegmentWriter;
 /// for recovery and rotation.
 pub struct FileSink {
     name: String,
-    jobs: std::sync::mpsc::Sender<Job>,
+    writer: SinkThread<SegmentWriter>,
     reader: FileLog,
 }
-
-type Job = Box<dyn FnOnce(&mut SegmentWriter) + Send>;
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,47 +40,13 @@ impl FileSink {
         let reader = FileLog::open(config.dir.clone())
             .with_max_line(config.max_record_bytes)
             .with_name(name.clone());
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name(format!("file-sink-{name}"))
-            .spawn(move || match SegmentWriter::open(config) {
-                Ok(mut w) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while let Ok(job) = rx.recv() {
-                        job(&mut w);
-                    }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| SinkError::Backend {
-                sink: name.clone(),
-                detail: format!("cannot start the writer thread: {e}"),
-            })?;
-        ready_rx.await.map_err(|_| SinkError::Backend {
-            sink: name.clone(),
-            detail: "writer thread ended during open".into(),
-        })??;
-        Ok(Self { name, jobs, reader })
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut SegmentWriter) -> Result<T, SinkError> + Send + 'static,
-    ) -> Result<T, SinkError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let gone = || SinkError::Backend {
-            sink: self.name.clone(),
-            detail: "the writer thread has stopped".into(),
-        };
-        self.jobs
-            .send(Box::new(move |w| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let writer =
+            SinkThread::spawn("file-sink", &name, move || SegmentWriter::open(config)).await?;
+        Ok(Self {
+            name,
+            writer,
+            reader,
+        })
     }
 }
 
@@ -106,11 +71,11 @@ impl Sink for FileSink {
     }
 
     async fn head(&self) -> Result<Option<ChainHead>, SinkError> {
-        self.blocking(|w| Ok(w.head())).await
+        self.writer.call(|w| Ok(w.head())).await
     }
 
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
         let batch = batch.clone();
-        self.blocking(move |w| w.append(&batch)).await
+        self.writer.call(move |w| w.append(&batch)).await
     }
 }

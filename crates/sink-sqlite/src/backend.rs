@@ -1,16 +1,15 @@
 //! The SQLite sink: a dedicated thread owns the connection.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use audit_core::worker::SinkThread;
 use audit_core::{
     ChainHead, Location, Record, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities,
     SinkError,
 };
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::oneshot;
 
 use crate::columns::index_values;
 use crate::error::map;
@@ -45,15 +44,10 @@ impl SqliteSinkConfig {
     }
 }
 
-enum Cmd {
-    Append(RecordBatch, oneshot::Sender<Result<(), SinkError>>),
-    Head(oneshot::Sender<Result<Option<ChainHead>, SinkError>>),
-}
-
 /// A durable, queryable SQLite log. See the crate docs.
 pub struct SqliteSink {
     name: String,
-    tx: mpsc::Sender<Cmd>,
+    writer: SinkThread<Writer>,
     reader: SqliteLog,
 }
 
@@ -70,31 +64,14 @@ impl SqliteSink {
     /// is not SQLite, a database with another schema or a newer schema version,
     /// and a database that is read-only or locked.
     pub async fn open(config: SqliteSinkConfig) -> Result<Self, SinkError> {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel::<Cmd>();
         let thread_config = config.clone();
-        std::thread::Builder::new()
-            .name(format!("sqlite-sink-{}", config.name))
-            .spawn(move || match Writer::open(thread_config) {
-                Ok(mut w) => {
-                    let _ = ready_tx.send(Ok(()));
-                    w.serve(rx);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            })
-            .map_err(|e| SinkError::Backend {
-                sink: config.name.clone(),
-                detail: format!("cannot start the SQLite thread: {e}"),
-            })?;
-        ready_rx.await.map_err(|_| SinkError::Backend {
-            sink: config.name.clone(),
-            detail: "SQLite thread ended during open".into(),
-        })??;
+        let writer = SinkThread::spawn("sqlite-sink", &config.name, move || {
+            Writer::open(thread_config)
+        })
+        .await?;
         Ok(Self {
             name: config.name.clone(),
-            tx,
+            writer,
             reader: SqliteLog::open_read_only(&config.path)
                 .await?
                 .with_name(config.name.clone()),
@@ -104,19 +81,6 @@ impl SqliteSink {
     /// Read access with queries, sharing this sink's file.
     pub fn log(&self) -> &SqliteLog {
         &self.reader
-    }
-
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, SinkError>>) -> Cmd,
-    ) -> Result<T, SinkError> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || SinkError::Backend {
-            sink: self.name.clone(),
-            detail: "the SQLite thread has stopped".into(),
-        };
-        self.tx.send(make(tx)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
     }
 }
 
@@ -140,12 +104,12 @@ impl Sink for SqliteSink {
     }
 
     async fn head(&self) -> Result<Option<ChainHead>, SinkError> {
-        self.call(Cmd::Head).await
+        self.writer.call(|w| Ok(w.head)).await
     }
 
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
         let batch = batch.clone();
-        self.call(move |tx| Cmd::Append(batch, tx)).await
+        self.writer.call(move |w| w.append(&batch)).await
     }
 }
 
@@ -286,20 +250,6 @@ impl Writer {
             detail: format!("the last record does not verify, refusing to append after it: {e}"),
         })?;
         Ok(Some(rec.head()))
-    }
-
-    fn serve(&mut self, rx: mpsc::Receiver<Cmd>) {
-        while let Ok(cmd) = rx.recv() {
-            match cmd {
-                Cmd::Head(reply) => {
-                    let _ = reply.send(Ok(self.head));
-                }
-                Cmd::Append(batch, reply) => {
-                    let r = self.append(&batch);
-                    let _ = reply.send(r);
-                }
-            }
-        }
     }
 
     fn append(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
