@@ -188,10 +188,18 @@ pub struct FileOptions {
     /// fdatasync each batch before acknowledging it (default true).
     #[serde(default = "yes")]
     pub sync: bool,
+    /// Write zeros this far ahead of the records (default 8 MiB; 0 turns it
+    /// off), so each fdatasync flushes data only.
+    #[serde(default = "default_preallocate_bytes")]
+    pub preallocate_bytes: u64,
 }
 
 fn default_segment_bytes() -> u64 {
     256 << 20
+}
+
+fn default_preallocate_bytes() -> u64 {
+    8 << 20
 }
 
 fn yes() -> bool {

@@ -75,6 +75,7 @@ async fn open_sink(config: &Config, i: usize) -> Result<Arc<dyn Sink>, BuildErro
             c.max_segment_age = o.max_segment_age_secs.map(Duration::from_secs);
             c.max_record_bytes = config.log.max_record_bytes;
             c.sync = o.sync;
+            c.preallocate_bytes = o.preallocate_bytes;
             Ok(Arc::new(sink_file::FileSink::open(c).await.map_err(wrap)?))
         }
         #[cfg(feature = "sqlite")]

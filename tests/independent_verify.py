@@ -87,9 +87,13 @@ def files_of(path):
 def verify(path):
     errors, warnings, records, chains = [], [], 0, 0
     last = None  # (seq, hash) of the previous record
-    for fname, promised in files_of(path):
+    files = files_of(path)
+    for i, (fname, promised) in enumerate(files):
         with open(fname, "rb") as f:
             data = f.read()
+        if i == len(files) - 1:
+            # FORMAT.md section 8: the last file may end with preallocated NULs.
+            data = data.rstrip(b"\x00")
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

@@ -665,6 +665,30 @@ fn main() {
         profile_verify_parts();
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--file-only") {
+        // A single row, for profiling the write path: `--file-only PRODUCERS`.
+        let producers: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(64);
+        let base = std::env::var("AUDIT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
+        std::fs::create_dir_all(&base).expect("bench dir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir_in(&base).expect("tempdir");
+            let log = AuditLog::open(
+                WriterConfig::default(),
+                vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+            )
+            .await
+            .expect("open");
+            let r = drive(&log, producers, Duration::from_secs(3)).await;
+            log.close().await;
+            println!("{producers} producers: {}", r.summary());
+        });
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let out = args
         .iter()

@@ -11,10 +11,24 @@ use crate::sink::SinkError;
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
 /// The handle to a backend's own thread. Dropping it lets the thread finish
-/// the queued jobs and exit.
+/// the queued jobs, drop its state (which may flush or trim files) and exit,
+/// and waits for that: once the handle is gone, so is everything the thread
+/// would still have done to the backend's files.
 pub struct SinkThread<S> {
     sink: String,
-    jobs: mpsc::Sender<Job<S>>,
+    jobs: Option<mpsc::Sender<Job<S>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<S> Drop for SinkThread<S> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!(sink = %self.sink, "the sink's thread panicked");
+            }
+        }
+    }
 }
 
 impl<S> std::fmt::Debug for SinkThread<S> {
@@ -39,7 +53,7 @@ impl<S: 'static> SinkThread<S> {
             sink: sink.to_string(),
             detail,
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("{kind}-{sink}"))
             .spawn(move || match init() {
                 Ok(mut state) => {
@@ -58,7 +72,8 @@ impl<S: 'static> SinkThread<S> {
             .map_err(|_| gone(format!("the {kind} thread ended during open")))??;
         Ok(Self {
             sink: sink.to_string(),
-            jobs,
+            jobs: Some(jobs),
+            thread: Some(thread),
         })
     }
 
@@ -73,6 +88,8 @@ impl<S: 'static> SinkThread<S> {
             detail: "the sink's thread has stopped".into(),
         };
         self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
             .send(Box::new(move |state| {
                 let _ = tx.send(f(state));
             }))

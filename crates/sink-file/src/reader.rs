@@ -92,6 +92,7 @@ impl RecordReader for FileLog {
                     .collect(),
                 index: 0,
                 file: None,
+                limit: u64::MAX,
                 carry: Vec::new(),
                 skipping: None,
                 line_start: 0,
@@ -118,6 +119,9 @@ struct CursorState {
     files: Vec<std::sync::Arc<std::path::Path>>,
     index: usize,
     file: Option<File>,
+    /// Where the current file's data ends: before the zeros that
+    /// preallocation leaves at the end of the active (last) segment.
+    limit: u64,
     /// Bytes of a line that started in an earlier chunk.
     carry: Vec<u8>,
     /// Set while skipping a line longer than `max_line`: its length so far.
@@ -179,7 +183,12 @@ impl CursorState {
             let Some(path) = self.files.get(self.index) else {
                 return Ok(false);
             };
-            let f = File::open(path).map_err(|e| self.io("open", e))?;
+            let mut f = File::open(path).map_err(|e| self.io("open", e))?;
+            self.limit = if self.index + 1 == self.files.len() {
+                crate::segments::data_end(&mut f).map_err(|e| self.io("read", e))?
+            } else {
+                u64::MAX
+            };
             self.file = Some(f);
             self.offset = 0;
             self.line = 0;
@@ -189,11 +198,15 @@ impl CursorState {
         let mut chunk = Vec::with_capacity(carried + CHUNK);
         chunk.append(&mut self.carry);
         chunk.resize(carried + CHUNK, 0);
+        let room = (self.limit - self.offset).min(CHUNK as u64) as usize;
         let n = loop {
             let Some(file) = self.file.as_mut() else {
                 return Ok(false);
             };
-            match file.read(&mut chunk[carried..]) {
+            if room == 0 {
+                break 0;
+            }
+            match file.read(&mut chunk[carried..carried + room]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io("read", e)),

@@ -1,7 +1,7 @@
 //! Segment files: naming, listing and finding the last line from the end.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Segment files are `audit-<first sequence, 20 digits>[.<n>].jsonl`, so that a
@@ -75,10 +75,65 @@ pub struct Tail {
     pub last_line: Option<Vec<u8>>,
 }
 
+/// Where the data of a segment ends: its length without the run of NUL bytes
+/// that preallocation leaves after the last record (see docs/FORMAT.md). No
+/// record contains a NUL byte, so the run is never part of one.
+pub fn data_end(file: &mut File) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = file.metadata()?.len();
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        read_at(file, start, (end - start) as usize, &mut buf)?;
+        match buf.iter().rposition(|&b| b != 0) {
+            Some(i) => return Ok(start + i as u64 + 1),
+            None => end = start,
+        }
+    }
+    Ok(0)
+}
+
+/// The first NUL byte in `[from, to)` of `file`, if any.
+pub fn find_nul(file: &mut File, from: u64, to: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut at = from;
+    while at < to {
+        let len = CHUNK.min(to - at);
+        read_at(file, at, len as usize, &mut buf)?;
+        if let Some(i) = memchr::memchr(0, &buf) {
+            return Ok(Some(at + i as u64));
+        }
+        at += len;
+    }
+    Ok(None)
+}
+
+/// The offset just after the last newline before `pos` (0 if none).
+pub fn line_start_before(file: &mut File, pos: u64) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = pos;
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        read_at(file, start, (end - start) as usize, &mut buf)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// Reads backwards from the end of `file` to find the last complete line,
 /// touching only the last line (and any torn bytes after it), never the rest.
 pub fn read_tail(file: &mut File, max_line: usize) -> io::Result<Tail> {
     let file_len = file.metadata()?.len();
+    read_tail_until(file, file_len, max_line)
+}
+
+/// [`read_tail`] for the first `file_len` bytes of `file`.
+pub fn read_tail_until(file: &mut File, file_len: u64, max_line: usize) -> io::Result<Tail> {
     const CHUNK: u64 = 64 * 1024;
     // Pass 1: the last newline.
     let mut end = file_len;
@@ -132,11 +187,12 @@ pub fn read_tail(file: &mut File, max_line: usize) -> io::Result<Tail> {
     })
 }
 
+/// Positional, so the file's cursor stays where a sequential reader left it.
 fn read_at(file: &mut File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
     buf.clear();
     buf.resize(len, 0);
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
+    file.read_exact_at(buf, offset)
 }
 
 /// fsyncs a directory so that a created, renamed or removed entry is durable.

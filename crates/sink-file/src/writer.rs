@@ -10,12 +10,23 @@ use std::time::{Instant, SystemTime};
 use audit_core::{ChainHead, Location, Record, RecordBatch, SinkError};
 
 use crate::config::FileSinkConfig;
-use crate::segments::{list_segments, read_tail, segment_name, sync_dir};
+use crate::segments::{
+    data_end, find_nul, line_start_before, list_segments, read_tail, read_tail_until, segment_name,
+    sync_dir,
+};
+
+/// How far back from the end of a preallocated segment recovery looks for a
+/// hole (NUL bytes) left by a write that was cut short. Only bytes written
+/// after the last fdatasync can be missing, and no batch is larger.
+const HOLE_SCAN_BYTES: u64 = 64 << 20;
 
 struct Active {
     file: File,
     path: PathBuf,
+    /// Bytes of records: where the next batch goes.
     len: u64,
+    /// The file's size: records, then zeros up to here.
+    allocated: u64,
     dev: u64,
     ino: u64,
     opened: Instant,
@@ -81,7 +92,7 @@ impl SegmentWriter {
         };
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(&last.path)
             .map_err(|e| self.io("open", &last.path, e))?;
         let meta = file
@@ -96,6 +107,7 @@ impl SegmentWriter {
             file,
             path: last.path.clone(),
             len: meta.len(),
+            allocated: meta.len(),
             dev: meta.dev(),
             ino: meta.ino(),
             opened: Instant::now(),
@@ -146,21 +158,38 @@ impl SegmentWriter {
     }
 
     /// Moves a partial last line to a quarantine file and truncates the segment
-    /// back to its last complete record. Returns the last complete line.
+    /// back to its last complete record, dropping any preallocated zeros.
+    /// Returns the last complete line.
     fn recover_tail(
         &self,
         active: &mut Active,
     ) -> Result<Option<(PathBuf, u64, Vec<u8>)>, SinkError> {
-        let tail = read_tail(&mut active.file, self.cfg.max_record_bytes)
+        let file_len = active.allocated;
+        let end = data_end(&mut active.file).map_err(|e| self.io("read tail", &active.path, e))?;
+        let mut tail = read_tail_until(&mut active.file, end, self.cfg.max_record_bytes)
             .map_err(|e| self.io("read tail", &active.path, e))?;
-        if tail.complete_len < tail.file_len {
-            let torn_len = tail.file_len - tail.complete_len;
+        if end < file_len {
+            // Preallocated and not closed cleanly: a write cut short can leave
+            // a hole of zeros inside its own bytes, after the last fdatasync.
+            // Everything from the line holding the first such zero is torn.
+            let from = end.saturating_sub(HOLE_SCAN_BYTES);
+            let hole = find_nul(&mut active.file, from, end)
+                .map_err(|e| self.io("read tail", &active.path, e))?;
+            if let Some(at) = hole {
+                let cut = line_start_before(&mut active.file, at)
+                    .map_err(|e| self.io("read tail", &active.path, e))?;
+                tail = read_tail_until(&mut active.file, cut, self.cfg.max_record_bytes)
+                    .map_err(|e| self.io("read tail", &active.path, e))?;
+            }
+        }
+        if tail.complete_len < end {
+            let torn_len = end - tail.complete_len;
             let mut torn = vec![0u8; torn_len as usize];
             {
-                use std::io::{Read, Seek, SeekFrom};
-                let mut f = &active.file;
-                f.seek(SeekFrom::Start(tail.complete_len))
-                    .and_then(|_| f.read_exact(&mut torn))
+                use std::os::unix::fs::FileExt;
+                active
+                    .file
+                    .read_exact_at(&mut torn, tail.complete_len)
                     .map_err(|e| self.io("read torn tail", &active.path, e))?;
             }
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
@@ -182,12 +211,6 @@ impl SegmentWriter {
                 .and_then(|_| q.sync_all())
                 .map_err(|e| self.io("write quarantine file", &qpath, e))?;
             sync_dir(&self.cfg.dir).map_err(|e| self.io("fsync directory", &self.cfg.dir, e))?;
-            active
-                .file
-                .set_len(tail.complete_len)
-                .and_then(|_| active.file.sync_data())
-                .map_err(|e| self.io("truncate torn tail", &active.path, e))?;
-            active.len = tail.complete_len;
             tracing::warn!(
                 sink = %self.cfg.name,
                 segment = %active.path.display(),
@@ -197,6 +220,15 @@ impl SegmentWriter {
                 "partial last line moved to quarantine; log truncated to its last complete record"
             );
         }
+        if tail.complete_len < file_len {
+            active
+                .file
+                .set_len(tail.complete_len)
+                .and_then(|_| active.file.sync_data())
+                .map_err(|e| self.io("truncate torn tail", &active.path, e))?;
+        }
+        active.len = tail.complete_len;
+        active.allocated = tail.complete_len;
         Ok(tail.last_line.map(|l| {
             (
                 active.path.clone(),
@@ -204,6 +236,69 @@ impl SegmentWriter {
                 l,
             )
         }))
+    }
+
+    /// Cuts the active segment's preallocated zeros off, so that a segment
+    /// that is no longer written ends with its last record.
+    fn trim_active(&mut self) -> Result<(), SinkError> {
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if active.allocated > active.len {
+            let path = active.path.clone();
+            active
+                .file
+                .set_len(active.len)
+                .and_then(|_| active.file.sync_data())
+                .map_err(|e| SinkError::Io {
+                    sink: self.cfg.name.clone(),
+                    op: "trim preallocated space",
+                    path,
+                    source: e,
+                })?;
+            active.allocated = active.len;
+        }
+        Ok(())
+    }
+
+    /// Makes room for `need` more bytes with zeros written ahead of the data,
+    /// so the batch's fdatasync only has data to flush, not a new file size.
+    /// Best effort: when the zeros do not fit (a full disk), the batch is
+    /// appended without them.
+    fn preallocate(&mut self, need: u64) {
+        let chunk = self.cfg.preallocate_bytes;
+        let cap = self.cfg.max_segment_bytes;
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        if chunk == 0 || active.len + need <= active.allocated {
+            return;
+        }
+        let mut target = (active.allocated + chunk).max(active.len + need);
+        if let Some(cap) = cap {
+            target = target.min(cap.max(active.len + need));
+        }
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = active.allocated;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = active.file.write_all_at(&ZEROS[..n], at) {
+                tracing::debug!(sink = %self.cfg.name, error = %e, "cannot preallocate; appending without");
+                if active
+                    .file
+                    .set_len(active.allocated.max(active.len))
+                    .is_err()
+                {
+                    // The zeros stay past the data; the next write or the
+                    // undo path truncates them.
+                    active.allocated = at;
+                }
+                return;
+            }
+            at += n as u64;
+        }
+        active.allocated = target;
     }
 
     /// Checks that the active segment is still the file at its path.
@@ -251,7 +346,7 @@ impl SegmentWriter {
             let path = self.cfg.dir.join(segment_name(first_seq, generation));
             match OpenOptions::new()
                 .read(true)
-                .append(true)
+                .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
@@ -262,6 +357,7 @@ impl SegmentWriter {
                         file,
                         path,
                         len: 0,
+                        allocated: 0,
                         dev: meta.dev(),
                         ino: meta.ino(),
                         opened: Instant::now(),
@@ -302,6 +398,7 @@ impl SegmentWriter {
         }
         self.check_identity()?;
         if self.active.as_ref().is_some_and(|a| self.should_rotate(a)) {
+            self.trim_active()?;
             self.active = None;
         }
         if self.active.is_none() {
@@ -312,6 +409,7 @@ impl SegmentWriter {
         for r in batch.records() {
             buf.extend_from_slice(r.line());
         }
+        self.preallocate(buf.len() as u64);
         let result = self.write_durably(&buf);
         self.buf = buf;
         result?;
@@ -329,12 +427,13 @@ impl SegmentWriter {
             });
         };
         let old_len = active.len;
+        use std::os::unix::fs::FileExt;
         let written = match faults.as_ref().and_then(|f| f.take_torn_write()) {
             Some(n) => active
                 .file
-                .write_all(&buf[..n.min(buf.len())])
+                .write_all_at(&buf[..n.min(buf.len())], old_len)
                 .and_then(|_| Err(io::Error::from_raw_os_error(28))),
-            None => active.file.write_all(buf),
+            None => active.file.write_all_at(buf, old_len),
         };
         let result = written.map_err(|e| ("write", e)).and_then(|_| {
             if !sync {
@@ -357,6 +456,9 @@ impl SegmentWriter {
                     .set_len(old_len)
                     .and_then(|_| active.file.sync_data()),
             };
+            if undo.is_ok() {
+                active.allocated = old_len;
+            }
             return Err(match undo {
                 Ok(()) => self.io(op, &path, e),
                 Err(undo_err) => {
@@ -373,6 +475,7 @@ impl SegmentWriter {
             });
         }
         active.len = old_len + buf.len() as u64;
+        active.allocated = active.allocated.max(active.len);
         if active.dir_entry_pending {
             let dir = self.cfg.dir.clone();
             if let Err(e) = sync_dir(&dir) {
@@ -391,5 +494,14 @@ impl SegmentWriter {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        // A cleanly closed log has no zeros after its last record.
+        if let Err(e) = self.trim_active() {
+            tracing::warn!(sink = %self.cfg.name, error = %e, "could not trim the active segment at close; readers skip its zeros");
+        }
     }
 }

@@ -269,3 +269,121 @@ async fn rotation_by_age_starts_a_new_segment() {
     assert_eq!(firsts, vec![1, 4, 7]);
     assert_eq!(read_verified(&sink).await.len(), 9);
 }
+
+fn data_len(records: &[audit_core::Record]) -> u64 {
+    records.iter().map(|r| r.line().len() as u64).sum()
+}
+
+#[tokio::test]
+async fn preallocated_zeros_are_skipped_while_live_and_trimmed_at_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 5);
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("open");
+    sink.append(&batch(&recs)).await.expect("append");
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    let live = fs::metadata(&seg).expect("stat").len();
+    assert!(
+        live > data_len(&recs),
+        "the active segment is preallocated ({live} bytes)"
+    );
+    // A reader of the live log (the verifier, a catch-up) sees the records only.
+    let items = read_all(&FileLog::open(dir.path()), 0).await;
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|i| !i.incomplete));
+    assert_eq!(read_verified(&sink).await.len(), 5);
+    drop(sink);
+    let bytes = fs::read(&seg).expect("read");
+    assert_eq!(bytes.len() as u64, data_len(&recs), "zeros cut at close");
+    assert_eq!(bytes.last(), Some(&b'\n'));
+}
+
+#[tokio::test]
+async fn a_hole_left_by_a_crash_inside_preallocated_space_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 10);
+    {
+        let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+            .await
+            .expect("open");
+        sink.append(&batch(&recs[..5])).await.expect("append");
+    }
+    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    // What a crash can leave: record 6 with a page that never reached the disk
+    // (zeros inside it), record 7 whole after it, then preallocated zeros.
+    let mut torn = recs[5].line().to_vec();
+    for b in &mut torn[100..300] {
+        *b = 0;
+    }
+    torn.extend_from_slice(recs[6].line());
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
+    {
+        use std::io::Write;
+        f.write_all(&torn).expect("write");
+        f.write_all(&vec![0u8; 1 << 20]).expect("write zeros");
+    }
+    drop(f);
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("reopen recovers");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[4].head()));
+    assert_eq!(
+        fs::metadata(&seg).expect("stat").len(),
+        data_len(&recs[..5]),
+        "cut back to the last whole record, zeros included"
+    );
+    let quarantined: Vec<_> = fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(fs::read(quarantined[0].path()).expect("read"), torn);
+    sink.append(&batch(&recs[5..])).await.expect("append");
+    assert_eq!(read_verified(&sink).await.len(), 10);
+}
+
+#[tokio::test]
+async fn rotated_segments_end_with_their_last_record_and_zeros_elsewhere_are_malformed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FileSinkConfig::new("f", dir.path());
+    config.max_segment_bytes = Some(4 * 1024);
+    let recs = sample_records(None, 20);
+    let sink = FileSink::open(config).await.expect("open");
+    for chunk in recs.chunks(4) {
+        sink.append(&batch(chunk)).await.expect("append");
+    }
+    let segs = list_segments(dir.path()).expect("list");
+    assert!(segs.len() >= 2);
+    for s in &segs[..segs.len() - 1] {
+        let bytes = fs::read(&s.path).expect("read");
+        assert_eq!(
+            bytes.last(),
+            Some(&b'\n'),
+            "{} was trimmed",
+            s.path.display()
+        );
+        assert!(!bytes.contains(&0));
+    }
+    drop(sink);
+    // Zeros at the end of a segment that is not the last are not padding.
+    let first = &segs[0].path;
+    let mut bytes = fs::read(first).expect("read");
+    bytes.extend_from_slice(&[0u8; 64]);
+    fs::write(first, &bytes).expect("write");
+    let items = read_all(&FileLog::open(dir.path()), 0).await;
+    let bad: Vec<_> = items
+        .iter()
+        .filter(|i| audit_core::Record::from_text(&i.text).is_err())
+        .collect();
+    assert_eq!(
+        bad.len(),
+        1,
+        "the zeros are one malformed, unterminated line"
+    );
+    assert!(bad[0].incomplete);
+}

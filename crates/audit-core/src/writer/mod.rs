@@ -653,10 +653,11 @@ struct Driver {
     last_witness: Option<Instant>,
 }
 
-/// How long a batch waits for producers that the previous batch's receipts
-/// just woke. Far below an fsync; tokio's timers cannot wait this briefly, so
-/// the driver yields instead of sleeping.
-const STRAGGLER_WAIT: std::time::Duration = std::time::Duration::from_micros(40);
+/// How long a batch waits for the next of the producers that the previous
+/// batch's receipts just woke, and for all of them. Far below an fsync; tokio's
+/// timers cannot wait this briefly, so the driver yields instead of sleeping.
+const STRAGGLER_GAP: std::time::Duration = std::time::Duration::from_micros(40);
+const STRAGGLER_WAIT: std::time::Duration = std::time::Duration::from_micros(250);
 
 impl Driver {
     async fn run(mut self) {
@@ -769,12 +770,27 @@ impl Driver {
         best
     }
 
-    async fn start_batch(&mut self, mut pendings: Vec<Pending>) {
-        let mut bytes: usize = pendings.iter().map(|p| p.body.len()).sum();
+    async fn start_batch(&mut self, pendings: Vec<Pending>) {
+        let prev_head = self.seq.head();
+        let marker_bodies = std::mem::take(&mut self.markers);
+        let first = self.seq.next_seq();
+        for body in &marker_bodies {
+            let r = self.seq.seal(body);
+            self.retention.push(r);
+        }
+        let mut waiters = Vec::with_capacity(pendings.len().max(self.last_batch_entries));
+        let mut bytes = 0usize;
+        // Entries are sealed as they arrive: the chain work overlaps the wait
+        // for the rest of the batch instead of following it.
+        for p in pendings {
+            bytes += p.body.len();
+            self.seal_pending(p, &mut waiters);
+        }
         let linger_until = Instant::now() + self.config.linger;
         let gather_start = std::time::Instant::now();
+        let mut last_arrival = gather_start;
         loop {
-            if pendings.len() >= self.config.batch_max_records
+            if waiters.len() >= self.config.batch_max_records
                 || bytes >= self.config.batch_max_bytes
             {
                 break;
@@ -783,7 +799,8 @@ impl Driver {
                 Ok(m) => Some(m),
                 Err(mpsc::error::TryRecvError::Empty)
                     if self.config.linger.is_zero()
-                        && pendings.len() < self.last_batch_entries
+                        && waiters.len() < self.last_batch_entries
+                        && last_arrival.elapsed() < STRAGGLER_GAP
                         && gather_start.elapsed() < STRAGGLER_WAIT =>
                 {
                     // The producers woken by the last batch's receipts are
@@ -804,7 +821,8 @@ impl Driver {
             match msg {
                 Some(Msg::Append(p)) => {
                     bytes += p.body.len();
-                    pendings.push(p);
+                    self.seal_pending(p, &mut waiters);
+                    last_arrival = std::time::Instant::now();
                 }
                 Some(Msg::Close(w)) => {
                     self.close_waiters.push(w);
@@ -812,24 +830,6 @@ impl Driver {
                 }
                 None => break,
             }
-        }
-        let prev_head = self.seq.head();
-        let marker_bodies = std::mem::take(&mut self.markers);
-        let mut waiters = Vec::with_capacity(pendings.len());
-        let first = self.seq.next_seq();
-        for body in &marker_bodies {
-            let r = self.seq.seal(body);
-            self.retention.push(r);
-        }
-        for p in pendings {
-            let r = self.seq.seal_owned(p.body);
-            waiters.push(Waiter {
-                seq: r.seq(),
-                hash: r.hash(),
-                durability: p.durability,
-                reply: Some(p.reply),
-            });
-            self.retention.push(r);
         }
         self.since_checkpoint += (waiters.len() + marker_bodies.len()) as u64;
         let witness_notes = self.seal_signatures();
@@ -877,6 +877,17 @@ impl Driver {
         for i in 0..self.slots.len() {
             self.dispatch(i);
         }
+    }
+
+    fn seal_pending(&mut self, p: Pending, waiters: &mut Vec<Waiter>) {
+        let r = self.seq.seal_owned(p.body);
+        waiters.push(Waiter {
+            seq: r.seq(),
+            hash: r.hash(),
+            durability: p.durability,
+            reply: Some(p.reply),
+        });
+        self.retention.push(r);
     }
 
     /// Seals a pending key rotation and, when one is due, a checkpoint of the
