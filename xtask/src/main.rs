@@ -190,8 +190,28 @@ fn independent_verify() -> Result {
     }
     cmd.arg(work.join("audit-data/file"));
     run(&mut cmd)?;
-    // The Python verifier must also catch tampering.
+    // A crash leaves preallocated zeros after the last record: not a torn line.
     let seg = work.join("audit-data/file/audit-00000000000000000001.jsonl");
+    {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .and_then(|mut f| f.write_all(&vec![0u8; 1 << 20]))
+            .map_err(|e| format!("{}: {e}", seg.display()))?;
+    }
+    let padded = Command::new(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg(work.join("audit-data/file"))
+        .output()
+        .map_err(|e| format!("python: {e}"))?;
+    let out = String::from_utf8_lossy(&padded.stdout);
+    if !padded.status.success() || !out.contains("0 error(s), 0 warning(s)") {
+        return Err(format!(
+            "the independent verifier does not skip preallocated zeros: {padded:?}"
+        ));
+    }
+    // The Python verifier must also catch tampering.
     let text = std::fs::read_to_string(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
     std::fs::write(&seg, text.replacen("agent-0", "agent-X", 1))
         .map_err(|e| format!("{}: {e}", seg.display()))?;
@@ -205,7 +225,7 @@ fn independent_verify() -> Result {
             "the independent verifier did not report tampering: {tampered:?}"
         ));
     }
-    eprintln!("independent verifier: 4 logs verify, and tampering is caught");
+    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, and tampering is caught");
     Ok(())
 }
 
