@@ -702,14 +702,32 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `--only GROUP` (codec, appends, object, sqlite, big) runs one group.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let runs = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut rows = Vec::new();
     eprintln!("machine: {}", machine());
-    bench_codec(&mut rows);
+    if runs("codec") {
+        bench_codec(&mut rows);
+    }
     rt.block_on(async {
-        bench_appends(&mut rows, Path::new(&base), if quick { 1 } else { 3 }).await;
-        bench_object(&mut rows, Path::new(&base), if quick { 1 } else { 3 }).await;
-        bench_sqlite(&mut rows, Path::new(&base)).await;
-        bench_big_log(&mut rows, Path::new(&base), if quick { 0.2 } else { 1.0 }).await;
+        let secs = if quick { 1 } else { 3 };
+        if runs("appends") {
+            bench_appends(&mut rows, Path::new(&base), secs).await;
+        }
+        if runs("object") {
+            bench_object(&mut rows, Path::new(&base), secs).await;
+        }
+        if runs("sqlite") {
+            bench_sqlite(&mut rows, Path::new(&base)).await;
+        }
+        if runs("big") {
+            bench_big_log(&mut rows, Path::new(&base), if quick { 0.2 } else { 1.0 }).await;
+        }
     });
     let mut md = String::new();
     md.push_str(&format!(
