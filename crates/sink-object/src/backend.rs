@@ -26,7 +26,12 @@ struct HeadPointer {
 struct State {
     head: Option<ChainHead>,
     last_write: Option<Instant>,
+    last_pointer: Option<Instant>,
 }
+
+/// The `HEAD` pointer is rewritten at most this often: it is only a hint (the
+/// listing from it finds newer segments), and every rewrite is one more PUT.
+const POINTER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An audit log in object storage. See the crate docs.
 pub struct ObjectSink {
@@ -59,6 +64,7 @@ impl ObjectSink {
             state: Mutex::new(State {
                 head,
                 last_write: None,
+                last_pointer: None,
             }),
         })
     }
@@ -183,6 +189,13 @@ impl Sink for ObjectSink {
             seq: last.seq,
             hash: last.hash,
         };
+        let pointer_due = state
+            .last_pointer
+            .is_none_or(|t| t.elapsed() >= POINTER_INTERVAL);
+        if !pointer_due {
+            return Ok(());
+        }
+        state.last_pointer = Some(Instant::now());
         if let Ok(bytes) = serde_json::to_vec(&pointer) {
             let head_key = self.head_key();
             if let Err(e) = self.log.op.write(&head_key, bytes).await {

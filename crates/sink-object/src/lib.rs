@@ -3,8 +3,9 @@
 //! Records are stored in immutable segment objects named by their sequence
 //! range, `<prefix>/<log id>/segments/<first>-<last>.jsonl` (20-digit,
 //! zero-padded, so a name sort is chain order). Each `append` writes one
-//! object; an object is never rewritten. A small `HEAD` object points at the
-//! newest segment, so start-up lists only what came after it.
+//! object; an object is never rewritten. A small `HEAD` object points at a
+//! recent segment (it is rewritten at most once a second), so start-up lists
+//! only what came after it.
 //!
 //! Services are Cargo features: `services-fs`, `services-s3` (S3 and
 //! S3-compatible stores such as Garage), `services-gcs`, `services-azblob`;
