@@ -490,6 +490,35 @@ async fn spool_holds_what_memory_cannot_and_replays_it() {
 }
 
 #[tokio::test]
+async fn spool_chunks_left_by_a_crashed_process_are_removed_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).expect("mkdir");
+    std::fs::write(spool.join("spool-00000000000000000001-0.jsonl"), b"{}\n").expect("stale");
+    std::fs::write(spool.join("notes.txt"), b"not ours").expect("other");
+    let config = WriterConfig {
+        spool: Some(SpoolConfig {
+            dir: spool.clone(),
+            max_bytes: 1 << 20,
+        }),
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(
+        config,
+        vec![SinkSpec::required(Arc::new(MemorySink::new("a")))],
+    )
+    .await
+    .expect("open");
+    log.close().await;
+    let mut left: Vec<String> = std::fs::read_dir(&spool)
+        .expect("spool dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["notes.txt".to_string()]);
+}
+
+#[tokio::test]
 async fn full_queue_fails_fast_when_configured() {
     let inner = Arc::new(MemorySink::new("slow"));
     let slow = FaultySink::new(inner);

@@ -367,6 +367,16 @@ impl AuditLog {
     /// unless every sink is empty).
     pub async fn open(config: WriterConfig, sinks: Vec<SinkSpec>) -> Result<Self, OpenError> {
         validate(&config, &sinks)?;
+        if let Some(spool) = &config.spool {
+            // Chunks left by a process that crashed: the sinks they were kept
+            // for are backfilled from their replicas at start-up, not from here.
+            let dir = spool.dir.clone();
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || retention::clear_stale_spool(&dir)).await
+            {
+                tracing::warn!(error = %e, "could not clear stale spool chunks");
+            }
+        }
         let start = startup::prepare(&config, &sinks).await?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (done_tx, done_rx) = mpsc::unbounded_channel();

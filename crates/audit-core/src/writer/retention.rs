@@ -222,6 +222,37 @@ impl Retention {
     }
 }
 
+/// Removes the spool chunks (`spool-*.jsonl`) a previous process left in
+/// `dir`, and nothing else. Returns how many. Blocking.
+pub(crate) fn clear_stale_spool(dir: &Path) -> Result<usize, SpoolError> {
+    let wrap = |source| SpoolError {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(wrap(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(wrap)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("spool-") && name.ends_with(".jsonl") {
+            fs::remove_file(entry.path()).map_err(|source| SpoolError {
+                path: entry.path(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed spool chunks left by an earlier process");
+    }
+    Ok(removed)
+}
+
 /// Writes a spool chunk. Blocking.
 pub(crate) fn write_chunk(path: &Path, records: &[Record]) -> Result<(), SpoolError> {
     let wrap = |source| SpoolError {
