@@ -371,10 +371,10 @@ impl AuditLog {
             // Chunks left by a process that crashed: the sinks they were kept
             // for are backfilled from their replicas at start-up, not from here.
             let dir = spool.dir.clone();
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || retention::clear_stale_spool(&dir)).await
-            {
-                tracing::warn!(error = %e, "could not clear stale spool chunks");
+            match tokio::task::spawn_blocking(move || retention::clear_stale_spool(&dir)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not clear stale spool chunks"),
+                Err(e) => tracing::warn!(error = %e, "could not clear stale spool chunks"),
             }
         }
         let start = startup::prepare(&config, &sinks).await?;
