@@ -701,16 +701,17 @@ fn main() {
         profile_verify_parts();
         return;
     }
+    let base = std::env::var("AUDIT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
+    std::fs::create_dir_all(&base).expect("bench dir");
+    // Two workers, as many as this machine has cores.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     if let Some(i) = args.iter().position(|a| a == "--file-only") {
         // A single row, for profiling the write path: `--file-only PRODUCERS`.
         let producers: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(64);
-        let base = std::env::var("AUDIT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
-        std::fs::create_dir_all(&base).expect("bench dir");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
         rt.block_on(async {
             let dir = tempfile::tempdir_in(&base).expect("tempdir");
             let log = AuditLog::open(
@@ -731,13 +732,6 @@ fn main() {
         .position(|a| a == "--markdown")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let base = std::env::var("AUDIT_BENCH_DIR").unwrap_or_else(|_| "target/bench-data".into());
-    std::fs::create_dir_all(&base).expect("bench dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
     // `--only GROUP` (codec, appends, object, sqlite, big) runs one group.
     let only = args
         .iter()

@@ -14,17 +14,31 @@ fn batch(records: &[audit_core::Record]) -> RecordBatch {
     RecordBatch::new(records.to_vec()).expect("contiguous")
 }
 
+/// Writes `records` through a sink that is then closed; returns the segment.
+async fn closed_log(dir: &std::path::Path, records: &[audit_core::Record]) -> std::path::PathBuf {
+    let sink = FileSink::open(FileSinkConfig::new("f", dir))
+        .await
+        .expect("open");
+    sink.append(&batch(records)).await.expect("append");
+    drop(sink);
+    list_segments(dir).expect("list")[0].path.clone()
+}
+
+/// The quarantine files beside the log.
+fn quarantined(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .map(|e| e.path())
+        .collect()
+}
+
 #[tokio::test]
 async fn torn_tail_is_quarantined_and_the_next_record_is_not_glued_to_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recs = sample_records(None, 10);
-    {
-        let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
-            .await
-            .expect("open");
-        sink.append(&batch(&recs[..5])).await.expect("append");
-    }
-    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    let seg = closed_log(dir.path(), &recs[..5]).await;
     // A crash mid-write: half of record 6, no newline.
     let half = &recs[5].line()[..recs[5].line().len() / 2];
     fs::OpenOptions::new()
@@ -36,13 +50,9 @@ async fn torn_tail_is_quarantined_and_the_next_record_is_not_glued_to_it() {
         .await
         .expect("reopen recovers");
     assert_eq!(sink.head().await.expect("head"), Some(recs[4].head()));
-    let quarantined: Vec<_> = fs::read_dir(dir.path())
-        .expect("dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
-        .collect();
+    let quarantined = quarantined(dir.path());
     assert_eq!(quarantined.len(), 1);
-    assert_eq!(fs::read(quarantined[0].path()).expect("read"), half);
+    assert_eq!(fs::read(&quarantined[0]).expect("read"), half);
     sink.append(&batch(&recs[5..]))
         .await
         .expect("append after recovery");
@@ -303,13 +313,7 @@ async fn preallocated_zeros_are_skipped_while_live_and_trimmed_at_close() {
 async fn a_hole_left_by_a_crash_inside_preallocated_space_is_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recs = sample_records(None, 10);
-    {
-        let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
-            .await
-            .expect("open");
-        sink.append(&batch(&recs[..5])).await.expect("append");
-    }
-    let seg = list_segments(dir.path()).expect("list")[0].path.clone();
+    let seg = closed_log(dir.path(), &recs[..5]).await;
     // What a crash can leave: record 6 with a page that never reached the disk
     // (zeros inside it), record 7 whole after it, then preallocated zeros.
     let mut torn = recs[5].line().to_vec();
@@ -336,13 +340,9 @@ async fn a_hole_left_by_a_crash_inside_preallocated_space_is_a_torn_tail() {
         data_len(&recs[..5]),
         "cut back to the last whole record, zeros included"
     );
-    let quarantined: Vec<_> = fs::read_dir(dir.path())
-        .expect("dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
-        .collect();
+    let quarantined = quarantined(dir.path());
     assert_eq!(quarantined.len(), 1);
-    assert_eq!(fs::read(quarantined[0].path()).expect("read"), torn);
+    assert_eq!(fs::read(&quarantined[0]).expect("read"), torn);
     sink.append(&batch(&recs[5..])).await.expect("append");
     assert_eq!(read_verified(&sink).await.len(), 10);
 }
