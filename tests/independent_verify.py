@@ -39,6 +39,26 @@ def ordered(pairs):
     return pairs
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def reject_constant(name):
+    raise Malformed(f"{name} is not JSON")
+
+
+def strings(value):
+    """Every string in a value parsed with `ordered`: names and values."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, tuple):  # an object's (name, value) pair
+                yield item[0]
+                yield from strings(item[1])
+            else:
+                yield from strings(item)
+
+
 def parse(text):
     """Returns (seq, prev, claimed_hash) or raises Malformed."""
     if b"\n" in text or b"\r" in text:
@@ -55,9 +75,12 @@ def parse(text):
         raise Malformed("sequence overflows 64 bits")
     try:
         # Duplicate members are refused at every depth; the top level keeps order.
-        top = json.loads(decoded, object_pairs_hook=ordered)
+        top = json.loads(decoded, object_pairs_hook=ordered, parse_constant=reject_constant)
     except (ValueError, Malformed) as e:
         raise Malformed(f"invalid JSON: {e}")
+    # A pair of escapes decodes to one character; what is left is unpaired.
+    if any(SURROGATE.search(s) for s in strings(top)):
+        raise Malformed("an escape is an unpaired UTF-16 surrogate")
     if not isinstance(top, list):
         raise Malformed("not a JSON object")
     names = [k for k, _ in top]

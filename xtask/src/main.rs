@@ -225,7 +225,21 @@ fn independent_verify() -> Result {
             "the independent verifier did not report tampering: {tampered:?}"
         ));
     }
-    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, and tampering is caught");
+    // Records with correct hashes that only strictness refuses.
+    for name in ["lone-surrogate.jsonl", "nan.jsonl"] {
+        let bad = Command::new(python())
+            .arg(root().join("tests/independent_verify.py"))
+            .arg(root().join("tests/fixtures/malformed").join(name))
+            .output()
+            .map_err(|e| format!("python: {e}"))?;
+        let out = String::from_utf8_lossy(&bad.stdout);
+        if bad.status.code() != Some(1) || !out.contains("malformed") {
+            return Err(format!(
+                "the independent verifier accepted tests/fixtures/malformed/{name}: {bad:?}"
+            ));
+        }
+    }
+    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering and malformed records are caught");
     Ok(())
 }
 

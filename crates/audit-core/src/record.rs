@@ -164,6 +164,13 @@ pub enum RecordError {
     /// The parsed chain members disagree with their byte form.
     #[error("chain members disagree with the stored bytes")]
     Ambiguous,
+    /// A `\u` escape encodes half of a UTF-16 surrogate pair without the other
+    /// half: no Unicode string has it, so JSON readers differ on what it means.
+    #[error("the escape at byte {offset} is an unpaired UTF-16 surrogate")]
+    LoneSurrogate {
+        /// Offset of the escape's backslash within the line.
+        offset: usize,
+    },
 }
 
 /// A record as it travels to sinks: its chain fields and its exact bytes.
@@ -402,6 +409,7 @@ pub fn parse_record(text: &[u8]) -> Result<ParsedRecord<'_>, RecordError> {
     let top = TopLevel.deserialize(&mut de).map_err(classify_json_error)?;
     de.end().map_err(|e| RecordError::Json(e.to_string()))?;
     let top = top?;
+    check_surrogates(text)?;
     // The parsed chain members must be exactly the bytes read from the suffix:
     // no escapes, no other spelling.
     // Compared as raw bytes against the suffix the values were read from.
@@ -427,6 +435,47 @@ pub fn parse_record(text: &[u8]) -> Result<ParsedRecord<'_>, RecordError> {
         claimed_hash,
         record_type: top.record_type,
     })
+}
+
+/// Refuses `\u` escapes of unpaired surrogates. Runs on text already parsed
+/// as JSON, where a backslash only ever starts an escape inside a string.
+fn check_surrogates(text: &[u8]) -> Result<(), RecordError> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(text.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    let mut pending_high: Option<usize> = None;
+    while let Some(found) = text.get(i..).and_then(|t| memchr::memchr(b'\\', t)) {
+        let at = i + found;
+        if let Some(high) = pending_high.take() {
+            // A high surrogate must be followed at once by a low one.
+            let low = (text.get(at + 1) == Some(&b'u') && high + 6 == at)
+                .then(|| hex4(at + 2))
+                .flatten();
+            if !low.is_some_and(|c| (0xDC00..0xE000).contains(&c)) {
+                return Err(RecordError::LoneSurrogate { offset: high });
+            }
+            i = at + 6;
+            continue;
+        }
+        if text.get(at + 1) == Some(&b'u') {
+            match hex4(at + 2) {
+                Some(c) if (0xD800..0xDC00).contains(&c) => pending_high = Some(at),
+                Some(c) if (0xDC00..0xE000).contains(&c) => {
+                    return Err(RecordError::LoneSurrogate { offset: at })
+                }
+                _ => {}
+            }
+            i = at + 6;
+        } else {
+            i = at + 2;
+        }
+    }
+    match pending_high {
+        Some(offset) => Err(RecordError::LoneSurrogate { offset }),
+        None => Ok(()),
+    }
 }
 
 fn classify_json_error(e: serde_json::Error) -> RecordError {

@@ -109,6 +109,21 @@ fn replace(line: &[u8], from: &str, to: &str) -> Vec<u8> {
 }
 
 #[test]
+fn escapes_that_are_whole_characters_are_fine() {
+    // A surrogate pair is one character; `\\` followed by `u` is a backslash
+    // and a letter, not an escape.
+    let line = base_line();
+    for ok in [
+        replace(&line, "agent-", "agent\\ud83d\\ude00-"),
+        replace(&line, "agent-", "agent\\\\ud800-"),
+        replace(&line, "agent-", "agent\\u00e9\\\\-"),
+    ] {
+        let text = String::from_utf8(ok.clone()).expect("utf8");
+        assert!(parse_record(&ok).is_ok(), "{text} was refused");
+    }
+}
+
+#[test]
 fn ambiguous_records_are_malformed() {
     let line = base_line();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -161,6 +176,30 @@ fn ambiguous_records_are_malformed() {
             replace(&line, "\"agent_id\"", "\"record_type\":\"x\",\"agent_id\""),
         ),
         ("raw newline", replace(&line, "agent-", "agent\n-")),
+        (
+            "lone high surrogate",
+            replace(&line, "agent-", "agent\\ud800-"),
+        ),
+        (
+            "lone low surrogate",
+            replace(&line, "agent-", "agent\\udc00-"),
+        ),
+        (
+            "surrogates in the wrong order",
+            replace(&line, "agent-", "agent\\udc00\\ud800-"),
+        ),
+        (
+            "high surrogate before another escape",
+            replace(&line, "agent-", "agent\\ud800\\n-"),
+        ),
+        (
+            "high surrogate at the end of a string",
+            replace(&line, "agent-", "agent\\ud83d\",\"x\":\"-"),
+        ),
+        (
+            "lone surrogate in a member name",
+            replace(&line, "\"agent_id\"", "\"agent\\udfff_id\""),
+        ),
         ("not an object", b"[1,2,3]".to_vec()),
         ("empty", Vec::new()),
     ];
@@ -287,5 +326,27 @@ proptest! {
         bad.splice(p..p, insert);
         let _ = parse_record(&bad);
         let _ = Record::from_text(&bad);
+    }
+}
+
+#[test]
+fn unpaired_surrogates_are_named_as_such() {
+    let line = base_line();
+    for (bad, what) in [
+        (replace(&line, "agent-", "agent\\ud800-"), "lone high"),
+        (replace(&line, "agent-", "agent\\udc00-"), "lone low"),
+        (
+            replace(&line, "agent-", "agent\\ud83d\",\"x\":\"-"),
+            "high at the end of a string",
+        ),
+    ] {
+        assert!(
+            matches!(
+                parse_record(&bad),
+                Err(audit_core::record::RecordError::LoneSurrogate { .. })
+            ),
+            "{what}: {:?}",
+            parse_record(&bad)
+        );
     }
 }

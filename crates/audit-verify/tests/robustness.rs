@@ -65,3 +65,29 @@ proptest! {
         prop_assert_eq!(report.sources.len(), 1);
     }
 }
+
+/// Records with correct hashes that only strictness refuses; the Python
+/// verifier is run on the same files by `cargo xtask test`.
+#[tokio::test]
+async fn lone_surrogates_and_nan_are_malformed() {
+    for (name, detail) in [
+        ("lone-surrogate.jsonl", "unpaired UTF-16 surrogate"),
+        ("nan.jsonl", "invalid JSON"),
+    ] {
+        let path = std::path::PathBuf::from(format!(
+            "{}/../../tests/fixtures/malformed/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
+        let r = audit_verify::verify(
+            &[audit_verify::Source::File(path)],
+            &audit_verify::VerifyOptions::default(),
+        )
+        .await
+        .expect("verify");
+        let findings = &r.sources[0].findings;
+        assert!(!r.ok, "{name} verified");
+        assert_eq!(findings.len(), 1, "{}", r.human());
+        assert_eq!(findings[0].class, audit_verify::FindingClass::Malformed);
+        assert!(findings[0].detail.contains(detail), "{}", r.human());
+    }
+}
