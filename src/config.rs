@@ -82,6 +82,8 @@ pub struct LogSection {
     pub retry_min_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
+    /// How often a sink dropped from the log is asked to rejoin; 0 never.
+    pub rejoin_interval_secs: u64,
     /// Signed checkpoints.
     pub checkpoints: Option<CheckpointSection>,
 }
@@ -142,6 +144,7 @@ impl Default for LogSection {
             spool_max_bytes: 1 << 30,
             retry_min_ms: w.retry_min.as_millis() as u64,
             retry_max_ms: w.retry_max.as_millis() as u64,
+            rejoin_interval_secs: w.rejoin_interval.map_or(0, |d| d.as_secs()),
             checkpoints: None,
         }
     }
@@ -498,6 +501,8 @@ impl Config {
             }),
             retry_min: Duration::from_millis(l.retry_min_ms),
             retry_max: Duration::from_millis(l.retry_max_ms),
+            rejoin_interval: (l.rejoin_interval_secs > 0)
+                .then(|| Duration::from_secs(l.rejoin_interval_secs)),
             ..WriterConfig::default()
         })
     }

@@ -96,3 +96,24 @@ fn examples_parse() {
     assert!(n >= 2, "examples/ should hold config files");
     Config::embedded_default().expect("embedded default parses");
 }
+
+#[test]
+fn rejoin_interval_is_read_and_zero_turns_it_off() {
+    let parse = |log: &str| {
+        Config::parse(
+            &format!("[log]\n{log}\n{FILE_SINK}"),
+            Path::new("test.toml"),
+            Default::default(),
+        )
+        .expect("config")
+        .writer_config()
+        .expect("writer config")
+        .rejoin_interval
+    };
+    assert_eq!(parse(""), Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        parse("rejoin_interval_secs = 5"),
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(parse("rejoin_interval_secs = 0"), None);
+}

@@ -335,6 +335,9 @@ pub enum Fault {
     FailAlways,
     /// Hold every append until the plan changes.
     Hang,
+    /// Fail every call, reads and heads as well as appends, as an unreachable
+    /// store does.
+    Down,
 }
 
 /// Wraps a sink and injects failures and hangs into its appends.
@@ -388,7 +391,20 @@ impl FaultySink {
 #[async_trait]
 impl RecordReader for FaultySink {
     async fn read_from(&self, from_seq: u64) -> Result<Box<dyn RecordCursor>, SinkError> {
+        self.down()?;
         self.inner.read_from(from_seq).await
+    }
+}
+
+impl FaultySink {
+    fn down(&self) -> Result<(), SinkError> {
+        if *self.plan.borrow() == Fault::Down {
+            return Err(SinkError::Injected {
+                sink: self.inner.name().to_string(),
+                detail: "the store is down on purpose".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -403,6 +419,7 @@ impl Sink for FaultySink {
     }
 
     async fn head(&self) -> Result<Option<ChainHead>, SinkError> {
+        self.down()?;
         self.inner.head().await
     }
 
@@ -417,7 +434,7 @@ impl Sink for FaultySink {
         let fault = *rx.borrow();
         let fail = match fault {
             Fault::None | Fault::Hang => false,
-            Fault::FailAlways => true,
+            Fault::FailAlways | Fault::Down => true,
             Fault::FailEvery(k) => k > 0 && n.is_multiple_of(k),
             Fault::FailNext(left) => {
                 if left > 1 {

@@ -577,3 +577,132 @@ async fn oversized_entry_is_refused_and_nothing_is_written() {
     assert_eq!(log.append(&sample_entry(2)).await.expect("append").seq, 1);
     log.close().await;
 }
+
+/// Waits, on health changes rather than a clock, until `done` holds; gives up
+/// after ten seconds so a broken rejoin fails instead of hanging.
+async fn wait_for_health(log: &AuditLog, done: impl Fn(&audit_core::HealthSnapshot) -> bool) {
+    let mut rx = log.subscribe_health();
+    let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| done(s))).await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "health never got there: {:?}",
+        log.health()
+    );
+}
+
+fn rejoining() -> WriterConfig {
+    WriterConfig {
+        rejoin_interval: Some(Duration::from_millis(20)),
+        ..quick_retry()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_down_at_start_up_rejoins_once_it_answers() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    b.set(Fault::Down);
+    let log = AuditLog::open(
+        rejoining(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open without the optional sink");
+    assert_eq!(log.health().sinks[1].state, HealthState::Failed);
+    for i in 0..30 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    assert_eq!(log.health().sinks[1].state, HealthState::Failed);
+    b.set(Fault::None);
+    wait_for_health(&log, |s| {
+        s.sinks[1].state != HealthState::Failed && s.sinks[1].durable_seq == s.head_seq
+    })
+    .await;
+    for i in 30..40 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    log.caught_up().await;
+    log.close().await;
+    let held = texts(&read_verified(b_inner.as_ref()).await);
+    assert_eq!(held.len(), 40);
+    assert_eq!(texts(&read_verified(a.as_ref()).await), held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_dropped_for_falling_too_far_behind_rejoins_with_every_record() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let config = WriterConfig {
+        retention_memory_bytes: 16 * 1024,
+        ..rejoining()
+    };
+    let log = AuditLog::open(
+        config,
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open");
+    b.set(Fault::FailAlways);
+    for i in 0..200 {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    assert_eq!(
+        log.health().sinks[1].state,
+        HealthState::Failed,
+        "200 entries overflow 16 KiB of retention"
+    );
+    b.set(Fault::None);
+    wait_for_health(&log, |s| {
+        s.sinks[1].state != HealthState::Failed && s.sinks[1].durable_seq == s.head_seq
+    })
+    .await;
+    log.append(&sample_entry(200)).await.expect("append");
+    log.caught_up().await;
+    log.close().await;
+    let held = read_verified(b_inner.as_ref()).await;
+    assert_eq!(texts(&read_verified(a.as_ref()).await), texts(&held));
+    assert!(
+        held.iter()
+            .any(|r| r.text().starts_with(b"{\"record_type\":\"sink_gap\"")),
+        "the chained marker of the drop is in the rejoined copy too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_holding_another_chain_never_rejoins() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let other = audit_core::testing::sample_records(None, 5);
+    b_inner
+        .append(&audit_core::RecordBatch::new(other.clone()).expect("batch"))
+        .await
+        .expect("seed b");
+    let b = FaultySink::new(b_inner.clone());
+    b.set(Fault::Down);
+    let log = AuditLog::open(
+        rejoining(),
+        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
+    )
+    .await
+    .expect("open");
+    for i in 0..10 {
+        log.append(&sample_entry(1000 + i)).await.expect("append");
+    }
+    b.set(Fault::None);
+    wait_for_health(&log, |s| {
+        s.sinks[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not on this chain"))
+    })
+    .await;
+    assert_eq!(log.health().sinks[1].state, HealthState::Failed);
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(b_inner.as_ref()).await),
+        texts(&other),
+        "nothing was written to the sink on another chain"
+    );
+}

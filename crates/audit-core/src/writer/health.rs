@@ -116,6 +116,21 @@ impl SinkHealth {
     }
 }
 
+impl SinkHealth {
+    /// Brings a sink that was taken out of the log back in, degraded until
+    /// it has had its run of successes.
+    pub(crate) fn rejoin(&mut self) -> Option<Transition> {
+        let from = self.state;
+        self.consecutive_failures = 0;
+        self.consecutive_successes = 0;
+        self.state = HealthState::Degraded;
+        (from != HealthState::Degraded).then_some(Transition {
+            from,
+            to: HealthState::Degraded,
+        })
+    }
+}
+
 /// The whole log's health: serialize it for a /health endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthSnapshot {

@@ -149,6 +149,13 @@ pub struct WriterConfig {
     pub retry_min: Duration,
     /// The longest retry delay.
     pub retry_max: Duration,
+    /// How often a sink that was dropped from the log (unavailable at
+    /// start-up, failed its start-up backfill, or fell behind by more than
+    /// retention holds) is asked for its head. When it answers with a record
+    /// of this chain, it is backfilled from a live sink and rejoins the log,
+    /// degraded until its run of successes. `None` keeps it out until the log
+    /// restarts or `audit resync`.
+    pub rejoin_interval: Option<Duration>,
 }
 
 impl Default for WriterConfig {
@@ -171,6 +178,7 @@ impl Default for WriterConfig {
             catch_up_max_bytes: 64 << 20,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            rejoin_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -383,7 +391,7 @@ impl AuditLog {
         let slots: Vec<Slot> = sinks
             .into_iter()
             .zip(start.sink_states)
-            .map(|(spec, st)| Slot::new(spec, st))
+            .map(|(spec, st)| Slot::new(spec, st, config.rejoin_interval))
             .collect();
         let snapshot = HealthSnapshot {
             status: HealthState::Healthy,
@@ -596,6 +604,8 @@ struct Job {
     started: Instant,
     first: u64,
     hung: bool,
+    /// A rejoin: a backfill that may take longer than the sink's timeout.
+    rejoin: Option<JoinHandle<()>>,
 }
 
 struct Slot {
@@ -604,11 +614,13 @@ struct Slot {
     job: Option<Job>,
     retry_at: Option<Instant>,
     failed: bool,
+    /// When a dropped sink is next asked whether it can rejoin.
+    rejoin_at: Option<Instant>,
     health: SinkHealth,
 }
 
 impl Slot {
-    fn new(spec: SinkSpec, start: SinkStart) -> Self {
+    fn new(spec: SinkSpec, start: SinkStart, rejoin_interval: Option<Duration>) -> Self {
         let mut health = SinkHealth::new(spec.sink.name().to_string(), spec.role, start.durable);
         let failed = start.failed.is_some();
         if let Some(reason) = start.failed {
@@ -620,6 +632,9 @@ impl Slot {
             job: None,
             retry_at: None,
             failed,
+            rejoin_at: rejoin_interval
+                .filter(|_| failed)
+                .map(|d| Instant::now() + d),
             health,
         }
     }
@@ -633,6 +648,7 @@ struct JobDone {
     slot: usize,
     last: u64,
     result: Result<(), SinkError>,
+    rejoin: bool,
 }
 
 struct Driver {
@@ -728,6 +744,12 @@ impl Driver {
                 }
             }
         }
+        // A rejoin still copying must not write to its sink after close.
+        for slot in &mut self.slots {
+            if let Some(handle) = slot.job.as_mut().and_then(|j| j.rejoin.take()) {
+                handle.abort();
+            }
+        }
         // The final checkpoint always reaches the witness.
         self.flush_witness();
         for h in self.witness_writes.drain(..) {
@@ -768,8 +790,12 @@ impl Driver {
         }
         for s in &self.slots {
             if let Some(j) = &s.job {
-                if !j.hung {
+                if !j.hung && j.rejoin.is_none() {
                     consider(j.started + s.spec.timeout);
+                }
+            } else if let (true, Some(t)) = (s.failed, s.rejoin_at) {
+                if !self.rx_done {
+                    consider(t);
                 }
             } else if let Some(t) = s.retry_at {
                 if !s.failed && s.durable < self.head_seq() {
@@ -1023,6 +1049,14 @@ impl Driver {
         let now = Instant::now();
         let slot = &self.slots[i];
         if slot.failed
+            && slot.job.is_none()
+            && !self.rx_done
+            && slot.rejoin_at.is_some_and(|t| t <= now)
+        {
+            self.start_rejoin(i);
+            return;
+        }
+        if slot.failed
             || slot.job.is_some()
             || slot.durable >= head
             || slot.retry_at.is_some_and(|t| t > now)
@@ -1049,6 +1083,7 @@ impl Driver {
             started: now,
             first: from,
             hung: false,
+            rejoin: None,
         });
         tokio::spawn(async move {
             let (last, result) = run_job(sink.as_ref(), source, max).await;
@@ -1056,12 +1091,101 @@ impl Driver {
                 slot: i,
                 last,
                 result,
+                rejoin: false,
             });
         });
     }
 
+    /// Asks a dropped sink for its head and, if it holds a record of this
+    /// chain, backfills it from the live sink furthest ahead. The job runs
+    /// without the sink's timeout: a long outage means a long backfill.
+    fn start_rejoin(&mut self, i: usize) {
+        let source = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| *j != i && !s.failed && s.durable > 0)
+            .max_by_key(|(_, s)| s.durable)
+            .map(|(j, _)| j);
+        let Some(j) = source else {
+            self.slots[i].rejoin_at = self.config.rejoin_interval.map(|d| Instant::now() + d);
+            return;
+        };
+        let upto = self.slots[j].durable;
+        let source = self.slots[j].spec.sink.clone();
+        let target = self.slots[i].spec.sink.clone();
+        let timeout = self.slots[i].spec.timeout;
+        let max = self.config.batch_max_records.max(1024);
+        let done = self.done_tx.clone();
+        tracing::info!(
+            sink = target.name(),
+            source = source.name(),
+            upto,
+            "asking a dropped sink to rejoin"
+        );
+        let handle = tokio::spawn(async move {
+            let result =
+                startup::rejoin(source.as_ref(), target.as_ref(), upto, max, timeout).await;
+            let _ = done.send(JobDone {
+                slot: i,
+                last: upto,
+                result,
+                rejoin: true,
+            });
+        });
+        self.slots[i].job = Some(Job {
+            started: Instant::now(),
+            first: 0,
+            hung: false,
+            rejoin: Some(handle),
+        });
+    }
+
+    fn on_rejoin_done(&mut self, i: usize, reached: u64, result: Result<(), SinkError>) {
+        let interval = self.config.rejoin_interval;
+        match result {
+            Ok(()) => {
+                // Retention holds what came after `reached` (or nothing came),
+                // so ordinary catch-up can take it from here.
+                let covered = reached >= self.head_seq()
+                    || self.retention.source(reached + 1, 1, usize::MAX).is_some();
+                let slot = &mut self.slots[i];
+                slot.durable = reached;
+                if !covered {
+                    // The log moved past what retention keeps while the
+                    // backfill ran: copy the next stretch at once.
+                    slot.rejoin_at = Some(Instant::now());
+                    return;
+                }
+                slot.failed = false;
+                slot.rejoin_at = None;
+                slot.retry_at = None;
+                tracing::info!(
+                    sink = slot.name(),
+                    durable = reached,
+                    "dropped sink backfilled; it rejoins the audit log"
+                );
+                if let Some(t) = slot.health.rejoin() {
+                    log_transition(&slot.health, t.from, t.to, None);
+                }
+            }
+            Err(e) => {
+                let slot = &mut self.slots[i];
+                tracing::warn!(sink = slot.name(), error = %e, "dropped sink cannot rejoin yet");
+                slot.health.last_error = Some(e.to_string());
+                slot.health.last_error_at = Some(chrono::Utc::now());
+                slot.rejoin_at = interval.map(|d| Instant::now() + d);
+            }
+        }
+    }
+
     fn on_done(&mut self, done: JobDone) {
         let i = done.slot;
+        if done.rejoin {
+            self.slots[i].job = None;
+            self.on_rejoin_done(i, done.last, done.result);
+            return;
+        }
         let job = self.slots[i].job.take();
         let job_first = job.as_ref().map_or(0, |j| j.first);
         match done.result {
@@ -1150,7 +1274,7 @@ impl Driver {
             let timeout = self.slots[i].spec.timeout;
             let mut timed_out = false;
             if let Some(j) = &mut self.slots[i].job {
-                if !j.hung && now >= j.started + timeout {
+                if !j.hung && j.rejoin.is_none() && now >= j.started + timeout {
                     j.hung = true;
                     timed_out = true;
                 }
@@ -1181,6 +1305,7 @@ impl Driver {
             return;
         }
         slot.failed = true;
+        slot.rejoin_at = self.config.rejoin_interval.map(|d| Instant::now() + d);
         tracing::error!(sink = slot.name(), durable = slot.durable, head, reason = %reason, "sink dropped from the audit log");
         if let Some(t) = slot.health.fail_permanently(reason.clone()) {
             log_transition(&slot.health, t.from, t.to, Some(&reason));
@@ -1402,6 +1527,7 @@ impl Driver {
                     || dst.state != slot.health.state
                     || dst.total_failures != slot.health.total_failures
                     || dst.consecutive_successes != slot.health.consecutive_successes
+                    || dst.last_error != slot.health.last_error
                 {
                     *dst = slot.health.clone();
                     changed = true;

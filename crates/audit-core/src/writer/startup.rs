@@ -42,7 +42,7 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
                 return Err(OpenError::Sink(err));
             }
             Err(e) => {
-                tracing::error!(sink = spec.sink.name(), error = %e, "optional sink unavailable at start-up; it stays out of the log until restart");
+                tracing::error!(sink = spec.sink.name(), error = %e, "optional sink unavailable at start-up; it stays out of the log until it rejoins or the log restarts");
                 states.push(SinkStart {
                     durable: 0,
                     failed: Some(format!("unavailable at start-up: {e}")),
@@ -96,18 +96,31 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
             source = leader_sink.name(),
             "backfilling sink"
         );
-        match backfill(
+        let copied = backfill(
             leader_sink,
             spec.sink.as_ref(),
             from,
+            Some(leader_seq),
             config.batch_max_records.max(1024),
         )
         .await
-        {
+        .and_then(|reached| {
+            if reached == Some(leader_seq) {
+                Ok(())
+            } else {
+                Err(OpenError::Backfill {
+                    sink: leader_sink.name().to_string(),
+                    detail: format!(
+                        "its head is {leader_seq}, but reading it back ended at {reached:?}"
+                    ),
+                })
+            }
+        });
+        match copied {
             Ok(()) => states[i].durable = leader_seq,
             Err(e) if spec.role == Role::Required => return Err(e),
             Err(e) => {
-                tracing::error!(sink = spec.sink.name(), error = %e, "backfill failed; optional sink stays out of the log until restart");
+                tracing::error!(sink = spec.sink.name(), error = %e, "backfill failed; optional sink stays out of the log until it rejoins or the log restarts");
                 states[i].failed = Some(format!("backfill failed: {e}"));
             }
         }
@@ -145,28 +158,38 @@ async fn record_at(sink: &dyn Sink, seq: u64) -> Result<Record, OpenError> {
     Ok(rec)
 }
 
-/// Copies records `from..` of `source` into `target`, checking every hash.
+/// Copies records `from..` of `source` (up to `to`, if given) into `target`,
+/// checking every hash. Returns the last record copied.
 pub(crate) async fn backfill(
     source: &dyn Sink,
     target: &dyn Sink,
     from: u64,
+    to: Option<u64>,
     max: usize,
-) -> Result<(), OpenError> {
+) -> Result<Option<u64>, OpenError> {
     let bad = |detail: String| OpenError::Backfill {
         sink: source.name().to_string(),
         detail,
     };
     let mut cursor = source.read_from(from).await.map_err(OpenError::Sink)?;
+    let mut reached = None;
     while let Some(items) = cursor.next_batch(max).await.map_err(OpenError::Sink)? {
         let mut records = Vec::with_capacity(items.len());
         for item in items {
             let rec = Record::from_text(&item.text)
                 .map_err(|e| bad(format!("at {}: {e}", item.location)))?;
+            if to.is_some_and(|to| rec.seq() > to) {
+                break;
+            }
             records.push(rec);
         }
         if records.is_empty() {
+            if to.is_some() {
+                break;
+            }
             continue;
         }
+        reached = records.last().map(Record::seq);
         let first = records[0].seq();
         let batch = RecordBatch::new(records).ok_or_else(|| {
             bad(format!(
@@ -180,6 +203,74 @@ pub(crate) async fn backfill(
                 sink: target.name().to_string(),
                 detail: e.to_string(),
             })?;
+        if to.is_some() && reached == to {
+            break;
+        }
+    }
+    Ok(reached)
+}
+
+/// Brings a sink that was dropped from the log back to record `upto` of the
+/// chain, copied from `source` (a live sink that holds it): checks that the
+/// sink's head is a record of this chain, then backfills from there.
+pub(crate) async fn rejoin(
+    source: &dyn Sink,
+    target: &dyn Sink,
+    upto: u64,
+    max: usize,
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    let as_sink_error = |e: OpenError| match e {
+        OpenError::Sink(e) => e,
+        other => SinkError::Backend {
+            sink: target.name().to_string(),
+            detail: other.to_string(),
+        },
+    };
+    let head = with_timeout(target, timeout, target.head()).await?;
+    let from = match head {
+        None => 1,
+        Some(h) if h.seq > upto => {
+            return Err(SinkError::Backend {
+                sink: target.name().to_string(),
+                detail: format!(
+                    "holds up to record {}, beyond {upto} that {} holds; not rejoining",
+                    h.seq,
+                    source.name()
+                ),
+            })
+        }
+        Some(h) => {
+            let ours = record_at(source, h.seq).await.map_err(as_sink_error)?;
+            if ours.hash() != h.hash {
+                return Err(SinkError::Backend {
+                    sink: target.name().to_string(),
+                    detail: format!(
+                        "is not on this chain: its record {} hashes to {}, {} holds {}",
+                        h.seq,
+                        h.hash,
+                        source.name(),
+                        ours.hash()
+                    ),
+                });
+            }
+            h.seq + 1
+        }
+    };
+    if from > upto {
+        return Ok(());
+    }
+    let reached = backfill(source, target, from, Some(upto), max)
+        .await
+        .map_err(as_sink_error)?;
+    if reached != Some(upto) {
+        return Err(SinkError::Backend {
+            sink: target.name().to_string(),
+            detail: format!(
+                "{} ended at {reached:?} while copying up to record {upto}",
+                source.name()
+            ),
+        });
     }
     Ok(())
 }
