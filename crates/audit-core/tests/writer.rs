@@ -582,9 +582,14 @@ async fn oversized_entry_is_refused_and_nothing_is_written() {
 /// after ten seconds so a broken rejoin fails instead of hanging.
 async fn wait_for_health(log: &AuditLog, done: impl Fn(&audit_core::HealthSnapshot) -> bool) {
     let mut rx = log.subscribe_health();
-    let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| done(s))).await;
-    assert!(
-        matches!(waited, Ok(Ok(_))),
+    // The borrow `wait_for` returns is dropped at once: while it lives, the
+    // writer cannot publish health.
+    let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| done(s)))
+        .await
+        .map(|r| r.is_ok());
+    assert_eq!(
+        waited,
+        Ok(true),
         "health never got there: {:?}",
         log.health()
     );

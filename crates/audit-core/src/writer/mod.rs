@@ -512,6 +512,10 @@ impl AuditLog {
     }
 
     /// A receiver that sees every health change; tests wait on it instead of sleeping.
+    ///
+    /// Drop what `borrow` or `wait_for` returns before awaiting anything else:
+    /// it is a read lock, and the writer takes the write lock to publish the
+    /// next change before it goes on.
     pub fn subscribe_health(&self) -> watch::Receiver<HealthSnapshot> {
         self.health.clone()
     }
