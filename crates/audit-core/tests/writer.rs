@@ -17,6 +17,25 @@ fn quick_retry() -> WriterConfig {
     }
 }
 
+async fn open_required_and_optional(
+    config: WriterConfig,
+    required: Arc<dyn Sink>,
+    optional: Arc<dyn Sink>,
+) -> AuditLog {
+    AuditLog::open(
+        config,
+        vec![SinkSpec::required(required), SinkSpec::optional(optional)],
+    )
+    .await
+    .expect("open")
+}
+
+async fn append_range(log: &AuditLog, range: std::ops::Range<u64>) {
+    for i in range {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+}
+
 fn texts(records: &[Record]) -> Vec<Vec<u8>> {
     records.iter().map(|r| r.text().to_vec()).collect()
 }
@@ -193,12 +212,7 @@ async fn failing_sink_catches_up_with_same_bytes_and_no_gaps() {
     let a = Arc::new(MemorySink::new("a"));
     let b_inner = Arc::new(MemorySink::new("b"));
     let b = FaultySink::new(b_inner.clone());
-    let log = AuditLog::open(
-        quick_retry(),
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open");
+    let log = open_required_and_optional(quick_retry(), a.clone(), b.clone()).await;
     b.set(Fault::FailEvery(3));
     let mut tasks = Vec::new();
     for p in 0..20u64 {
@@ -283,9 +297,7 @@ async fn restart_continues_the_chain() {
     let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
         .await
         .expect("open");
-    for i in 0..10 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 0..10).await;
     log.close().await;
     let head = a.head().await.expect("head").expect("non-empty");
     let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
@@ -304,9 +316,7 @@ async fn start_up_backfills_a_sink_that_is_behind() {
     let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
         .await
         .expect("open");
-    for i in 0..50 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 0..50).await;
     log.close().await;
     let b = Arc::new(MemorySink::new("b"));
     let log = AuditLog::open(
@@ -404,17 +414,10 @@ async fn retention_overflow_drops_the_lagging_sink_with_a_gap_marker() {
         retention_memory_bytes: 8 * 1024,
         ..quick_retry()
     };
-    let log = AuditLog::open(
-        config.clone(),
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open");
+    let log = open_required_and_optional(config.clone(), a.clone(), b.clone()).await;
     log.append(&sample_entry(0)).await.expect("append");
     b.set(Fault::FailAlways);
-    for i in 1..60 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 1..60).await;
     let health = log.health();
     assert_eq!(health.sinks[1].state, HealthState::Failed);
     log.close().await;
@@ -428,12 +431,7 @@ async fn retention_overflow_drops_the_lagging_sink_with_a_gap_marker() {
     assert_eq!(m["lacks_from"], 2);
     // Start-up backfills the dropped sink from the healthy replica.
     b.set(Fault::None);
-    let log = AuditLog::open(
-        config,
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("reopen");
+    let log = open_required_and_optional(config, a.clone(), b.clone()).await;
     log.close().await;
     assert_eq!(
         texts(&read_verified(a.as_ref()).await),
@@ -455,16 +453,9 @@ async fn spool_holds_what_memory_cannot_and_replays_it() {
         }),
         ..quick_retry()
     };
-    let log = AuditLog::open(
-        config,
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open");
+    let log = open_required_and_optional(config, a.clone(), b.clone()).await;
     b.set(Fault::FailAlways);
-    for i in 0..400 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 0..400).await;
     let spooled = std::fs::read_dir(dir.path().join("spool"))
         .expect("spool dir")
         .count();
@@ -608,25 +599,16 @@ async fn a_sink_down_at_start_up_rejoins_once_it_answers() {
     let b_inner = Arc::new(MemorySink::new("b"));
     let b = FaultySink::new(b_inner.clone());
     b.set(Fault::Down);
-    let log = AuditLog::open(
-        rejoining(),
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open without the optional sink");
+    let log = open_required_and_optional(rejoining(), a.clone(), b.clone()).await;
     assert_eq!(log.health().sinks[1].state, HealthState::Failed);
-    for i in 0..30 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 0..30).await;
     assert_eq!(log.health().sinks[1].state, HealthState::Failed);
     b.set(Fault::None);
     wait_for_health(&log, |s| {
         s.sinks[1].state != HealthState::Failed && s.sinks[1].durable_seq == s.head_seq
     })
     .await;
-    for i in 30..40 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 30..40).await;
     log.caught_up().await;
     log.close().await;
     let held = texts(&read_verified(b_inner.as_ref()).await);
@@ -643,16 +625,9 @@ async fn a_sink_dropped_for_falling_too_far_behind_rejoins_with_every_record() {
         retention_memory_bytes: 16 * 1024,
         ..rejoining()
     };
-    let log = AuditLog::open(
-        config,
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open");
+    let log = open_required_and_optional(config, a.clone(), b.clone()).await;
     b.set(Fault::FailAlways);
-    for i in 0..200 {
-        log.append(&sample_entry(i)).await.expect("append");
-    }
+    append_range(&log, 0..200).await;
     assert_eq!(
         log.health().sinks[1].state,
         HealthState::Failed,
@@ -686,12 +661,7 @@ async fn a_sink_holding_another_chain_never_rejoins() {
         .expect("seed b");
     let b = FaultySink::new(b_inner.clone());
     b.set(Fault::Down);
-    let log = AuditLog::open(
-        rejoining(),
-        vec![SinkSpec::required(a.clone()), SinkSpec::optional(b.clone())],
-    )
-    .await
-    .expect("open");
+    let log = open_required_and_optional(rejoining(), a.clone(), b.clone()).await;
     for i in 0..10 {
         log.append(&sample_entry(1000 + i)).await.expect("append");
     }
