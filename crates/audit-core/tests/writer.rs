@@ -612,8 +612,18 @@ async fn a_sink_down_at_start_up_rejoins_once_it_answers() {
     log.caught_up().await;
     log.close().await;
     let held = texts(&read_verified(b_inner.as_ref()).await);
-    assert_eq!(held.len(), 40);
     assert_eq!(texts(&read_verified(a.as_ref()).await), held);
+    let rejoined: Vec<_> = held
+        .iter()
+        .filter(|t| t.starts_with(b"{\"record_type\":\"sink_rejoined\""))
+        .collect();
+    assert_eq!(held.len(), 41, "40 entries and the chained rejoin");
+    assert_eq!(rejoined.len(), 1);
+    let marker = String::from_utf8_lossy(rejoined[0]);
+    assert!(
+        marker.contains("\"sink\":\"b\",\"copied_from\":1,\"holds_through\":30"),
+        "{marker}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,11 +653,13 @@ async fn a_sink_dropped_for_falling_too_far_behind_rejoins_with_every_record() {
     log.close().await;
     let held = read_verified(b_inner.as_ref()).await;
     assert_eq!(texts(&read_verified(a.as_ref()).await), texts(&held));
-    assert!(
-        held.iter()
-            .any(|r| r.text().starts_with(b"{\"record_type\":\"sink_gap\"")),
-        "the chained marker of the drop is in the rejoined copy too"
-    );
+    for kind in ["sink_gap", "sink_rejoined"] {
+        let prefix = format!("{{\"record_type\":\"{kind}\"");
+        assert!(
+            held.iter().any(|r| r.text().starts_with(prefix.as_bytes())),
+            "the chained {kind} marker is in the rejoined copy too"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,6 +620,8 @@ struct Slot {
     failed: bool,
     /// When a dropped sink is next asked whether it can rejoin.
     rejoin_at: Option<Instant>,
+    /// Where a rejoin that needed more than one stretch started copying.
+    rejoin_copied_from: Option<u64>,
     health: SinkHealth,
 }
 
@@ -639,6 +641,7 @@ impl Slot {
             rejoin_at: rejoin_interval
                 .filter(|_| failed)
                 .map(|d| Instant::now() + d),
+            rejoin_copied_from: None,
             health,
         }
     }
@@ -1154,6 +1157,7 @@ impl Driver {
                 let covered = reached >= self.head_seq()
                     || self.retention.source(reached + 1, 1, usize::MAX).is_some();
                 let slot = &mut self.slots[i];
+                let copied_from = *slot.rejoin_copied_from.get_or_insert(slot.durable + 1);
                 slot.durable = reached;
                 if !covered {
                     // The log moved past what retention keeps while the
@@ -1161,6 +1165,7 @@ impl Driver {
                     slot.rejoin_at = Some(Instant::now());
                     return;
                 }
+                slot.rejoin_copied_from = None;
                 slot.failed = false;
                 slot.rejoin_at = None;
                 slot.retry_at = None;
@@ -1171,6 +1176,24 @@ impl Driver {
                 );
                 if let Some(t) = slot.health.rejoin() {
                     log_transition(&slot.health, t.from, t.to, None);
+                }
+                // The chain records the return as it recorded the drop.
+                #[derive(Serialize)]
+                struct Rejoined<'a> {
+                    timestamp: chrono::DateTime<chrono::Utc>,
+                    sink: &'a str,
+                    copied_from: u64,
+                    holds_through: u64,
+                }
+                let mut body = Vec::new();
+                let rejoined = Rejoined {
+                    timestamp: chrono::Utc::now(),
+                    sink: slot.spec.sink.name(),
+                    copied_from,
+                    holds_through: reached,
+                };
+                if encode_marker_body("sink_rejoined", &rejoined, &mut body).is_ok() {
+                    self.markers.push(body);
                 }
             }
             Err(e) => {
