@@ -617,11 +617,21 @@ async fn a_sink_down_at_start_up_rejoins_once_it_answers() {
         .iter()
         .filter(|t| t.starts_with(b"{\"record_type\":\"sink_rejoined\""))
         .collect();
-    assert_eq!(held.len(), 41, "40 entries and the chained rejoin");
+    assert_eq!(
+        held.len(),
+        42,
+        "the chained drop at start-up, 40 entries and the chained rejoin"
+    );
+    assert!(
+        held[0].starts_with(b"{\"record_type\":\"sink_gap\"")
+            && String::from_utf8_lossy(&held[0]).contains("\"sink\":\"b\",\"lacks_from\":1,"),
+        "{}",
+        String::from_utf8_lossy(&held[0])
+    );
     assert_eq!(rejoined.len(), 1);
     let marker = String::from_utf8_lossy(rejoined[0]);
     assert!(
-        marker.contains("\"sink\":\"b\",\"copied_from\":1,\"holds_through\":30"),
+        marker.contains("\"sink\":\"b\",\"copied_from\":1,\"holds_through\":31"),
         "{marker}"
     );
 }

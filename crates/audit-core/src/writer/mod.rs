@@ -402,6 +402,16 @@ impl AuditLog {
         let (health_tx, health_rx) = watch::channel(snapshot);
         let config = Arc::new(config);
         let next_seq = start.head.map_or(1, |h| h.seq + 1);
+        // Sinks that could not join at start-up are out of the log from the
+        // first record on: the chain says so.
+        let start_gaps: Vec<Vec<u8>> = slots
+            .iter()
+            .filter(|s| s.failed)
+            .filter_map(|s| {
+                let reason = s.health.last_error.as_deref().unwrap_or("unavailable");
+                gap_marker(s.name(), s.durable + 1, next_seq - 1, reason)
+            })
+            .collect();
         let driver = Driver {
             retention: Retention::new(
                 next_seq,
@@ -417,7 +427,7 @@ impl AuditLog {
             done_rx,
             slots,
             inflight: None,
-            markers: Vec::new(),
+            markers: start_gaps,
             health: health_tx,
             close_deadline: None,
             last_batch_entries: 0,
@@ -1337,23 +1347,7 @@ impl Driver {
         if let Some(t) = slot.health.fail_permanently(reason.clone()) {
             log_transition(&slot.health, t.from, t.to, Some(&reason));
         }
-        #[derive(Serialize)]
-        struct Gap<'a> {
-            timestamp: chrono::DateTime<chrono::Utc>,
-            sink: &'a str,
-            lacks_from: u64,
-            head_at_failure: u64,
-            reason: &'a str,
-        }
-        let mut body = Vec::new();
-        let gap = Gap {
-            timestamp: chrono::Utc::now(),
-            sink: slot.spec.sink.name(),
-            lacks_from: slot.durable + 1,
-            head_at_failure: head,
-            reason: &reason,
-        };
-        if encode_marker_body("sink_gap", &gap, &mut body).is_ok() {
+        if let Some(body) = gap_marker(slot.spec.sink.name(), slot.durable + 1, head, &reason) {
             self.markers.push(body);
         }
         if let Some(f) = &mut self.inflight {
@@ -1564,6 +1558,29 @@ impl Driver {
             changed
         });
     }
+}
+
+/// The body of a `sink_gap` record: `sink` was dropped from the log lacking
+/// everything from `lacks_from` on.
+fn gap_marker(sink: &str, lacks_from: u64, head: u64, reason: &str) -> Option<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Gap<'a> {
+        timestamp: chrono::DateTime<chrono::Utc>,
+        sink: &'a str,
+        lacks_from: u64,
+        head_at_failure: u64,
+        reason: &'a str,
+    }
+    let gap = Gap {
+        timestamp: chrono::Utc::now(),
+        sink,
+        lacks_from,
+        head_at_failure: head,
+        reason,
+    };
+    let mut body = Vec::new();
+    encode_marker_body("sink_gap", &gap, &mut body).ok()?;
+    Some(body)
 }
 
 async fn run_job(sink: &dyn Sink, source: JobSource, max: usize) -> (u64, Result<(), SinkError>) {
