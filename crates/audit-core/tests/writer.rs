@@ -703,3 +703,85 @@ async fn a_sink_holding_another_chain_never_rejoins() {
         "nothing was written to the sink on another chain"
     );
 }
+
+/// A sink that holds its first append until released, then claims a head
+/// on another chain: the writer drops it, whenever that happens.
+struct Liar {
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl audit_core::RecordReader for Liar {
+    async fn read_from(
+        &self,
+        _from_seq: u64,
+    ) -> Result<Box<dyn audit_core::RecordCursor>, audit_core::SinkError> {
+        Err(audit_core::SinkError::Backend {
+            sink: "liar".into(),
+            detail: "no reads".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for Liar {
+    fn name(&self) -> &str {
+        "liar"
+    }
+
+    fn capabilities(&self) -> audit_core::SinkCapabilities {
+        audit_core::SinkCapabilities::persistent(true)
+    }
+
+    async fn head(&self) -> Result<Option<audit_core::ChainHead>, audit_core::SinkError> {
+        Ok(None)
+    }
+
+    async fn append(&self, batch: &audit_core::RecordBatch) -> Result<(), audit_core::SinkError> {
+        self.release.notified().await;
+        Err(audit_core::SinkError::NotContiguous {
+            sink: "liar".into(),
+            head: Some(audit_core::ChainHead {
+                seq: 1,
+                hash: audit_core::Hash32([7; 32]),
+            }),
+            got_seq: batch.first().seq(),
+            got_prev: batch.first().prev(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_when_a_sink_is_dropped_while_closing() {
+    // The optional sink is dropped only after the log has stopped taking
+    // entries: its `sink_gap` record must still be chained, and close finish.
+    let a = Arc::new(MemorySink::new("a"));
+    let liar = Arc::new(Liar {
+        release: tokio::sync::Notify::new(),
+    });
+    let config = WriterConfig {
+        min_durable_sinks: 1,
+        default_durability: Durability::Threshold,
+        ..quick_retry()
+    };
+    let log = open_required_and_optional(config, a.clone(), liar.clone()).await;
+    log.append(&sample_entry(0)).await.expect("append");
+    let closing = tokio::spawn({
+        let log = log.clone();
+        async move { log.close().await }
+    });
+    // Close has been asked for; now the sink answers, with another chain.
+    tokio::task::yield_now().await;
+    liar.release.notify_one();
+    let closed = tokio::time::timeout(Duration::from_secs(10), closing).await;
+    assert!(
+        matches!(closed, Ok(Ok(()))),
+        "close hung: {:?}",
+        log.health()
+    );
+    let stored = read_verified(a.as_ref()).await;
+    assert_eq!(stored.len(), 2, "the entry and the chained drop");
+    assert!(stored[1]
+        .text()
+        .starts_with(b"{\"record_type\":\"sink_gap\""));
+}

@@ -723,9 +723,11 @@ impl Driver {
                 },
                 () = sleep_until_opt(deadline), if deadline.is_some() => self.on_tick(),
             }
+            // Markers are chained even while closing: a sink dropped then is
+            // recorded like any other, and close waits for no marker.
             if self.inflight.is_none()
-                && (!self.markers.is_empty() || self.checkpoint_due || self.rotation_pending)
-                && !self.rx_done
+                && (!self.markers.is_empty()
+                    || ((self.checkpoint_due || self.rotation_pending) && !self.rx_done))
             {
                 self.start_batch(Vec::new()).await;
             }
