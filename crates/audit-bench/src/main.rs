@@ -113,6 +113,20 @@ impl Run {
     }
 }
 
+/// Opens a log over `sinks`, drives it with `producers` for `duration`, and
+/// closes it.
+async fn measure(
+    config: WriterConfig,
+    sinks: Vec<SinkSpec>,
+    producers: usize,
+    duration: Duration,
+) -> Run {
+    let log = AuditLog::open(config, sinks).await.expect("open");
+    let r = drive(&log, producers, duration).await;
+    log.close().await;
+    r
+}
+
 async fn drive(log: &AuditLog, producers: usize, duration: Duration) -> Run {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
@@ -215,20 +229,15 @@ async fn file_sink(dir: &Path, name: &str) -> Arc<dyn Sink> {
 
 async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     let dur = Duration::from_secs(secs);
-    let mut ours64 = 0.0;
     for producers in [1usize, 16, 64, 256] {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
-        let log = AuditLog::open(
+        let r = measure(
             WriterConfig::default(),
             vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+            producers,
+            dur,
         )
-        .await
-        .expect("open");
-        let r = drive(&log, producers, dur).await;
-        log.close().await;
-        if producers == 64 {
-            ours64 = r.rate;
-        }
+        .await;
         let target = match producers {
             64 => "≥ 300 k/s, p99 < 10 ms",
             _ => "",
@@ -273,14 +282,13 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
                 checkpoints,
                 ..WriterConfig::default()
             };
-            let log = AuditLog::open(
+            let r = measure(
                 config,
                 vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+                64,
+                dur / 2,
             )
-            .await
-            .expect("open");
-            let r = drive(&log, 64, dur / 2).await;
-            log.close().await;
+            .await;
             if with {
                 signed.push(r.rate)
             } else {
@@ -301,24 +309,22 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         format!("{} vs {} without", fmt_rate(sg), fmt_rate(p)),
         format!("cost {:.1}% (target < 5%)", (1.0 - sg / p.max(1.0)) * 100.0),
     );
-    let _ = ours64;
     let dir = tempfile::tempdir_in(base).expect("tempdir");
     let db = Arc::new(
         SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("a.db")))
             .await
             .expect("db"),
     );
-    let log = AuditLog::open(
+    let r = measure(
         WriterConfig::default(),
         vec![
             SinkSpec::required(file_sink(dir.path(), "f").await),
             SinkSpec::required(db),
         ],
+        64,
+        dur,
     )
-    .await
-    .expect("open");
-    let r = drive(&log, 64, dur).await;
-    log.close().await;
+    .await;
     row(
         rows,
         "durable append, file + SQLite together, both required, 64 producers",
@@ -333,20 +339,42 @@ async fn object_sink(service: sink_object::Service, interval: Duration) -> Arc<d
     Arc::new(sink_object::ObjectSink::open(c).await.expect("object sink"))
 }
 
+/// A file sink, a SQLite sink and an object sink (OpenDAL fs) in `dir`: the
+/// file required, the other two required too or, with `replicas`, optional.
+async fn file_sqlite_object(dir: &Path, replicas: bool) -> Vec<SinkSpec> {
+    let role = |sink: Arc<dyn Sink>| {
+        if replicas {
+            SinkSpec::optional(sink)
+        } else {
+            SinkSpec::required(sink)
+        }
+    };
+    let db = SqliteSink::open(SqliteSinkConfig::new("db", dir.join("a.db")))
+        .await
+        .expect("db");
+    let fs = sink_object::Service::Fs {
+        root: dir.join("objects"),
+    };
+    vec![
+        SinkSpec::required(file_sink(dir, "f").await),
+        role(Arc::new(db)),
+        role(object_sink(fs, Duration::ZERO).await),
+    ]
+}
+
 async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     let dur = Duration::from_secs(secs);
     let dir = tempfile::tempdir_in(base).expect("tempdir");
     let fs = sink_object::Service::Fs {
         root: dir.path().join("objects"),
     };
-    let log = AuditLog::open(
+    let r = measure(
         WriterConfig::default(),
         vec![SinkSpec::required(object_sink(fs, Duration::ZERO).await)],
+        64,
+        dur,
     )
-    .await
-    .expect("open");
-    let r = drive(&log, 64, dur).await;
-    log.close().await;
+    .await;
     row(
         rows,
         "durable append, object sink (OpenDAL fs), 64 producers",
@@ -354,24 +382,8 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         "",
     );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let db = Arc::new(
-        SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("a.db")))
-            .await
-            .expect("db"),
-    );
-    let fs = sink_object::Service::Fs {
-        root: dir.path().join("objects"),
-    };
-    let all = vec![
-        SinkSpec::required(file_sink(dir.path(), "f").await),
-        SinkSpec::required(db.clone()),
-        SinkSpec::required(object_sink(fs.clone(), Duration::ZERO).await),
-    ];
-    let log = AuditLog::open(WriterConfig::default(), all)
-        .await
-        .expect("open");
-    let r = drive(&log, 64, dur).await;
-    log.close().await;
+    let all = file_sqlite_object(dir.path(), false).await;
+    let r = measure(WriterConfig::default(), all, 64, dur).await;
     row(
         rows,
         "durable append, file + SQLite + object (fs), all required, 64 producers",
@@ -379,19 +391,7 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         "≥ 100 k/s",
     );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let db = Arc::new(
-        SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("a.db")))
-            .await
-            .expect("db"),
-    );
-    let fs = sink_object::Service::Fs {
-        root: dir.path().join("objects"),
-    };
-    let replicas = vec![
-        SinkSpec::required(file_sink(dir.path(), "f").await),
-        SinkSpec::optional(db),
-        SinkSpec::optional(object_sink(fs, Duration::ZERO).await),
-    ];
+    let replicas = file_sqlite_object(dir.path(), true).await;
     // Room for the replicas' lag, so a slow one catches up instead of being
     // marked failed (which `caught_up` would not wait for).
     let config = WriterConfig {
@@ -714,14 +714,13 @@ fn main() {
         let producers: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(64);
         rt.block_on(async {
             let dir = tempfile::tempdir_in(&base).expect("tempdir");
-            let log = AuditLog::open(
+            let r = measure(
                 WriterConfig::default(),
                 vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+                producers,
+                Duration::from_secs(3),
             )
-            .await
-            .expect("open");
-            let r = drive(&log, producers, Duration::from_secs(3)).await;
-            log.close().await;
+            .await;
             println!("{producers} producers: {}", r.summary());
         });
         return;
