@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use audit_core::testing::{sample_entry, sample_records};
 use audit_core::{
-    encode_entry_body, AuditLog, HealthState, RecordBatch, Sequencer, Sink, SinkSpec, WriterConfig,
+    encode_entry_body, AuditEntry, AuditLog, HealthState, RecordBatch, Sequencer, Sink, SinkSpec,
+    WriterConfig,
 };
 use sink_file::{FileSink, FileSinkConfig};
 use sink_sqlite::{Query, SqliteSink, SqliteSinkConfig};
@@ -127,6 +128,36 @@ async fn measure(
     r
 }
 
+/// One producer's entries. They are built before the clock starts, because
+/// building them is the service's work, not the log's; each append still
+/// serializes its entry, and each gets a fresh request id and timestamp, so
+/// every record is distinct.
+struct EntryFeed {
+    entries: Vec<AuditEntry>,
+    next: u64,
+}
+
+impl EntryFeed {
+    fn new(producer: usize) -> Self {
+        let first = producer as u64 * 10_000_000;
+        Self {
+            entries: (first..first + 16).map(sample_entry).collect(),
+            next: first,
+        }
+    }
+
+    fn next(&mut self) -> &AuditEntry {
+        let i = self.next;
+        self.next += 1;
+        let n = self.entries.len() as u64;
+        let e = &mut self.entries[(i % n) as usize];
+        e.request_id =
+            uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | u128::from(i));
+        e.timestamp = chrono::Utc::now();
+        e
+    }
+}
+
 async fn drive(log: &AuditLog, producers: usize, duration: Duration) -> Run {
     let deadline = Instant::now() + duration;
     let start = Instant::now();
@@ -135,12 +166,11 @@ async fn drive(log: &AuditLog, producers: usize, duration: Duration) -> Run {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
-            let mut i = p as u64 * 10_000_000;
+            let mut feed = EntryFeed::new(p);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                log.append(&sample_entry(i)).await.expect("append");
-                lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32 * 1000 / 1000);
-                i += 1;
+                log.append(feed.next()).await.expect("append");
+                lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
             }
             lat
         }));
@@ -186,20 +216,19 @@ async fn drive_seed_baseline(path: &Path, producers: usize, duration: Duration) 
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let mut i = p as u64 * 10_000_000;
+            let mut feed = EntryFeed::new(p);
             let mut body = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let mut g = state.lock().await;
                 body.clear();
-                encode_entry_body(&sample_entry(i), &mut body).expect("serialize");
+                encode_entry_body(feed.next(), &mut body).expect("serialize");
                 let r = g.seq.seal(&body);
                 g.file.write_all(r.line()).await.expect("write");
                 g.file.flush().await.expect("flush");
                 g.file.sync_all().await.expect("fsync");
                 drop(g);
                 lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                i += 1;
             }
             lat
         }));
