@@ -258,6 +258,9 @@ async fn file_sink(dir: &Path, name: &str) -> Arc<dyn Sink> {
 
 async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     let dur = Duration::from_secs(secs);
+    // Deleting a run's files makes the disk busy (online discard) during the
+    // next run, so each run's directory is kept until the whole set is done.
+    let mut spent = Vec::new();
     for producers in [1usize, 16, 64, 256] {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
         let r = measure(
@@ -285,13 +288,15 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
             s.summary(),
             format!("ours is {:.0}× this", r.rate / s.rate.max(1.0)),
         );
+        spent.push(dir);
+        spent.push(sdir);
     }
+    drop(spent);
     // Checkpoint cost: runs with and without signed checkpoints (every 1,000
     // records), interleaved three times so drift on a noisy machine hits both.
     let key = Arc::new(audit_core::checkpoint::KeyPair::generate("bench").expect("key"));
     let (mut plain, mut signed) = (Vec::new(), Vec::new());
-    // Deleting a run's files makes the disk busy (discard) during the next
-    // run, so all directories are kept until the end, and the order alternates.
+    // These directories are kept until the end too, and the order alternates.
     let mut dirs = Vec::new();
     for round in 0..3 {
         let order = if round % 2 == 0 {
