@@ -2,8 +2,11 @@
 """An independent verifier for auditlog logs, written from docs/FORMAT.md alone.
 
 Usage: independent_verify.py PATH [PATH ...]
+       independent_verify.py --lines FILE
 PATH is a JSONL file or a directory of audit-<seq>.jsonl segments.
 Exit 0 when every log verifies (restart warnings allowed), 1 otherwise.
+--lines checks each line of FILE as a record on its own, ignoring the chain,
+and prints `N ok`, `N modified` or `N malformed: why` for each.
 Needs the `blake3` package from PyPI.
 """
 import json
@@ -40,6 +43,22 @@ def ordered(pairs):
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+# FORMAT.md section 5: values nest at most this deep below the record's object.
+MAX_NESTING = 128
+
+
+def nesting(text):
+    """How deep arrays and objects nest below the top-level object."""
+    depth = deepest = 0
+    for c in NOT_BRACKET.sub(b"", STRING.sub(b"", text)):
+        if c in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest - 1
 
 
 def reject_constant(name):
@@ -73,6 +92,10 @@ def parse(text):
     seq = int(m.group(1))
     if seq >= 2**64:
         raise Malformed("sequence overflows 64 bits")
+    # Checked before parsing: Python's parser recurses, and hostile nesting
+    # would exhaust its stack.
+    if nesting(text) > MAX_NESTING:
+        raise Malformed(f"values nest deeper than {MAX_NESTING} levels")
     try:
         # Duplicate members are refused at every depth; the top level keeps order.
         top = json.loads(decoded, object_pairs_hook=ordered, parse_constant=reject_constant)
@@ -89,6 +112,8 @@ def parse(text):
     if "record_type" in names and names.index("record_type") != 0:
         raise Malformed("record_type is not the first member")
     values = dict(top)
+    if "record_type" in values and not isinstance(values["record_type"], str):
+        raise Malformed("record_type is not a string")
     if values["chain_sequence"] != seq or isinstance(values["chain_sequence"], bool):
         raise Malformed("parsed sequence differs from its bytes")
     if values["chain_prev_hash"] != m.group(2).decode() or values["chain_record_hash"] != m.group(3).decode():
@@ -153,8 +178,25 @@ def verify(path):
     return records, chains, last, errors, warnings
 
 
+def classify_lines(path):
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for n, text in enumerate(lines, 1):
+        try:
+            _, _, claimed = parse(text)
+        except Malformed as e:
+            print(f"{n} malformed: {e}")
+            continue
+        print(f"{n} {'ok' if record_hash(text) == claimed else 'modified'}")
+    return 0
+
+
 def main(argv):
-    if len(argv) < 2:
+    if len(argv) == 3 and argv[1] == "--lines":
+        return classify_lines(argv[2])
+    if len(argv) < 2 or argv[1].startswith("--"):
         print(__doc__, file=sys.stderr)
         return 2
     ok = True

@@ -225,21 +225,58 @@ fn independent_verify() -> Result {
             "the independent verifier did not report tampering: {tampered:?}"
         ));
     }
-    // Records with correct hashes that only strictness refuses.
-    for name in ["lone-surrogate.jsonl", "nan.jsonl"] {
-        let bad = Command::new(python())
-            .arg(root().join("tests/independent_verify.py"))
-            .arg(root().join("tests/fixtures/malformed").join(name))
-            .output()
-            .map_err(|e| format!("python: {e}"))?;
-        let out = String::from_utf8_lossy(&bad.stdout);
-        if bad.status.code() != Some(1) || !out.contains("malformed") {
-            return Err(format!(
-                "the independent verifier accepted tests/fixtures/malformed/{name}: {bad:?}"
+    // The strictness corpus: both verifiers are held to expected.txt.
+    strictness_corpus()?;
+    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering and malformed records are caught");
+    Ok(())
+}
+
+/// Runs the Python verifier over tests/fixtures/strictness/cases.jsonl, one
+/// record at a time, and compares each verdict with expected.txt.
+fn strictness_corpus() -> Result {
+    let dir = root().join("tests/fixtures/strictness");
+    let expected = std::fs::read_to_string(dir.join("expected.txt"))
+        .map_err(|e| format!("{}: {e}", dir.join("expected.txt").display()))?;
+    let out = Command::new(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg("--lines")
+        .arg(dir.join("cases.jsonl"))
+        .output()
+        .map_err(|e| format!("python: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the independent verifier failed on the strictness corpus: {out:?}"
+        ));
+    }
+    let verdicts = String::from_utf8_lossy(&out.stdout);
+    let mut got = verdicts.lines();
+    let mut wrong = Vec::new();
+    let mut cases = 0;
+    for row in expected.lines().filter(|l| !l.starts_with('#')) {
+        cases += 1;
+        let (line, rest) = row
+            .split_once(' ')
+            .ok_or(format!("bad expected.txt row {row:?}"))?;
+        let (name, verdict) = rest
+            .split_once(' ')
+            .ok_or(format!("bad expected.txt row {row:?}"))?;
+        let verdict_line = got.next().unwrap_or("(missing)");
+        let matches = verdict_line
+            .split_once(' ')
+            .is_some_and(|(n, v)| n == line && v.starts_with(verdict));
+        if !matches {
+            wrong.push(format!(
+                "line {line} {name}: expected {verdict}, got {verdict_line}"
             ));
         }
     }
-    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering and malformed records are caught");
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the independent verifier disagrees with tests/fixtures/strictness/expected.txt:\n{}",
+            wrong.join("\n")
+        ));
+    }
+    eprintln!("independent verifier: all {cases} strictness cases match expected.txt");
     Ok(())
 }
 

@@ -41,6 +41,7 @@ pub use entry::AuditEntry;
 pub use memory::MemorySink;
 pub use record::{
     parse_record, record_hash, ChainHead, Hash32, PrevHash, Record, RecordError, RecordFault,
+    MAX_NESTING,
 };
 pub use sink::{
     Location, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError,

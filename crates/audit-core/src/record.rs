@@ -19,6 +19,11 @@ pub const GENESIS: &str = "genesis";
 /// The member that names a non-entry record's type. Entries never carry it.
 pub const RECORD_TYPE_MEMBER: &str = "record_type";
 
+/// How many levels arrays and objects may nest below a record's top-level
+/// object (FORMAT.md section 5). Deeper records are malformed, and the writer
+/// refuses entries that would make one.
+pub const MAX_NESTING: usize = 128;
+
 const SEQ_PREFIX: &[u8] = b",\"chain_sequence\":";
 const PREV_PREFIX: &[u8] = b",\"chain_prev_hash\":\"";
 const HASH_PREFIX: &[u8] = b",\"chain_record_hash\":\"";
@@ -645,9 +650,6 @@ impl<'a> KeySet<'a> {
     }
 }
 
-/// How deep objects and arrays may nest inside a record.
-const MAX_DEPTH: usize = 128;
-
 /// Checks a value already validated as JSON (a `RawValue`) for duplicate
 /// members inside it. Scalars are skipped without being converted, which is
 /// what keeps strict parsing close to the speed of plain validation.
@@ -656,9 +658,9 @@ fn check_nested(raw: &str, depth: usize) -> Result<(), serde_json::Error> {
         Some(b'{') | Some(b'[') => {}
         _ => return Ok(()),
     }
-    if depth > MAX_DEPTH {
+    if depth > MAX_NESTING {
         return Err(de::Error::custom(format_args!(
-            "nesting deeper than {MAX_DEPTH}"
+            "nesting deeper than {MAX_NESTING}"
         )));
     }
     let mut de = serde_json::Deserializer::from_str(raw);

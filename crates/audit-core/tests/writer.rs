@@ -569,6 +569,46 @@ async fn oversized_entry_is_refused_and_nothing_is_written() {
     log.close().await;
 }
 
+/// Arguments nested deeper than a record may be (FORMAT.md section 5) are
+/// refused before anything is written; the deepest allowed nesting is logged
+/// and reads back as a well-formed record.
+#[tokio::test]
+async fn too_deeply_nested_entry_is_refused_and_the_deepest_allowed_is_logged() {
+    fn nested(levels: usize) -> serde_json::Value {
+        // Built by moving, not with json!, which copies its operands recursively.
+        let mut v = serde_json::Value::Array(Vec::new());
+        for i in 1..levels {
+            v = if i % 2 == 0 {
+                serde_json::Value::Array(vec![v])
+            } else {
+                serde_json::Value::Object([("k".to_string(), v)].into_iter().collect())
+            };
+        }
+        v
+    }
+    let a = Arc::new(MemorySink::new("a"));
+    let log = AuditLog::open(WriterConfig::default(), vec![SinkSpec::required(a.clone())])
+        .await
+        .expect("open");
+    let mut e = sample_entry(1);
+    e.arguments = nested(audit_core::MAX_NESTING + 1);
+    let err = log.append(&e).await.expect_err("too deep");
+    assert!(matches!(err, AppendError::TooDeep { max: 128 }), "{err}");
+    // Hostile depth is refused without recursing through it.
+    e.arguments = nested(100_000);
+    assert!(matches!(
+        log.append(&e).await,
+        Err(AppendError::TooDeep { .. })
+    ));
+    std::mem::forget(std::mem::take(&mut e.arguments)); // serde_json drops recursively
+    e.arguments = nested(audit_core::MAX_NESTING);
+    assert_eq!(log.append(&e).await.expect("deepest allowed").seq, 1);
+    log.close().await;
+    let stored = a.records();
+    assert_eq!(stored.len(), 1);
+    audit_core::parse_record(stored[0].text()).expect("a well-formed record");
+}
+
 /// Waits, on health changes rather than a clock, until `done` holds; gives up
 /// after ten seconds so a broken rejoin fails instead of hanging.
 async fn wait_for_health(log: &AuditLog, done: impl Fn(&audit_core::HealthSnapshot) -> bool) {

@@ -66,28 +66,49 @@ proptest! {
     }
 }
 
-/// Records with correct hashes that only strictness refuses; the Python
-/// verifier is run on the same files by `cargo xtask test`.
+/// The strictness corpus: records with correct hashes that only the rules of
+/// FORMAT.md section 5 decide on, each with its verdict in expected.txt. The
+/// Python verifier is held to the same file by `cargo xtask test`.
 #[tokio::test]
-async fn lone_surrogates_and_nan_are_malformed() {
-    for (name, detail) in [
-        ("lone-surrogate.jsonl", "unpaired UTF-16 surrogate"),
-        ("nan.jsonl", "invalid JSON"),
-    ] {
-        let path = std::path::PathBuf::from(format!(
-            "{}/../../tests/fixtures/malformed/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ));
-        let r = audit_verify::verify(
-            &[audit_verify::Source::File(path)],
-            &audit_verify::VerifyOptions::default(),
-        )
-        .await
-        .expect("verify");
-        let findings = &r.sources[0].findings;
-        assert!(!r.ok, "{name} verified");
-        assert_eq!(findings.len(), 1, "{}", r.human());
-        assert_eq!(findings[0].class, audit_verify::FindingClass::Malformed);
-        assert!(findings[0].detail.contains(detail), "{}", r.human());
+async fn strictness_corpus_verdicts_match_expected() {
+    let dir = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/strictness"
+    ));
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).expect("expected.txt");
+    let r = audit_verify::verify(
+        &[audit_verify::Source::File(dir.join("cases.jsonl"))],
+        &audit_verify::VerifyOptions::default(),
+    )
+    .await
+    .expect("verify");
+    let findings = &r.sources[0].findings;
+    assert_eq!(r.sources[0].findings_omitted, 0, "every finding is needed");
+    // Every line but the first also starts a new chain: a restart warning.
+    let error_at = |line: &str| {
+        let at = format!("cases.jsonl:{line} ");
+        findings
+            .iter()
+            .find(|f| f.severity == audit_verify::Severity::Error && f.location.contains(&at))
+    };
+    let mut wrong = Vec::new();
+    let mut cases = 0;
+    for row in expected.lines().filter(|l| !l.starts_with('#')) {
+        let [line, name, verdict] = row.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad expected.txt row {row:?}");
+        };
+        cases += 1;
+        let got = match error_at(line) {
+            Some(f) if f.class == audit_verify::FindingClass::Malformed => {
+                format!("malformed ({})", f.detail)
+            }
+            Some(f) => format!("{:?} ({})", f.class, f.detail),
+            None => "ok".to_string(),
+        };
+        if !got.starts_with(verdict) {
+            wrong.push(format!("line {line} {name}: expected {verdict}, got {got}"));
+        }
     }
+    assert!(cases > 70, "expected.txt lists {cases} cases");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -270,6 +270,16 @@ pub enum AppendError {
     /// The entry could not be serialized.
     #[error("entry could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The entry's `arguments` nest deeper than a record may
+    /// ([`crate::MAX_NESTING`] levels); every verifier would call the record
+    /// malformed.
+    #[error(
+        "entry arguments nest deeper than {max} levels, which no record may (FORMAT.md section 5)"
+    )]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// The record would exceed `max_record_bytes`.
     #[error("record would be {len} bytes, over the {max}-byte limit")]
     TooLarge {
@@ -485,6 +495,13 @@ impl AuditLog {
         entry: &AuditEntry,
         durability: Durability,
     ) -> Result<PendingReceipt, AppendError> {
+        // Checked before serializing: the serializer recurses, and a record
+        // nested this deep would be malformed anyway.
+        if nests_deeper_than(&entry.arguments, crate::MAX_NESTING) {
+            return Err(AppendError::TooDeep {
+                max: crate::MAX_NESTING,
+            });
+        }
         // Room for the chain members, which the driver appends in place.
         let mut body = Vec::with_capacity(1024);
         encode_entry_body(entry, &mut body)?;
@@ -1560,6 +1577,20 @@ impl Driver {
             changed
         });
     }
+}
+
+/// Whether `value` has arrays or objects more than `max` levels deep, counting
+/// `value` itself as level 1. Recurses at most `max + 1` frames.
+fn nests_deeper_than(value: &serde_json::Value, max: usize) -> bool {
+    fn walk(value: &serde_json::Value, level: usize, max: usize) -> bool {
+        let deeper = |c: &serde_json::Value| walk(c, level + 1, max);
+        match value {
+            serde_json::Value::Array(items) => level > max || items.iter().any(deeper),
+            serde_json::Value::Object(members) => level > max || members.values().any(deeper),
+            _ => false,
+        }
+    }
+    walk(value, 1, max)
 }
 
 /// The body of a `sink_gap` record: `sink` was dropped from the log lacking
