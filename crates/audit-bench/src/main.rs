@@ -729,9 +729,66 @@ fn profile_verify_parts() {
     );
 }
 
+const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
+       audit-bench --file-only [PRODUCERS]
+       audit-bench --profile-verify
+GROUP is one of codec, appends, object, sqlite, big. Data goes under
+$AUDIT_BENCH_DIR (default target/bench-data).";
+
+const GROUPS: [&str; 5] = ["codec", "appends", "object", "sqlite", "big"];
+
+#[derive(Default)]
+struct Args {
+    profile_verify: bool,
+    file_only: Option<usize>,
+    quick: bool,
+    markdown: Option<String>,
+    only: Option<String>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args::default();
+    let value = |flag: &str, it: &mut dyn Iterator<Item = String>| {
+        it.next().ok_or_else(|| format!("{flag} needs a value"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--profile-verify" => args.profile_verify = true,
+            "--quick" => args.quick = true,
+            "--file-only" => args.file_only = Some(64),
+            "--markdown" => args.markdown = Some(value("--markdown", &mut it)?),
+            "--only" => {
+                let group = value("--only", &mut it)?;
+                if !GROUPS.contains(&group.as_str()) {
+                    return Err(format!(
+                        "unknown group {group:?}; groups: {}",
+                        GROUPS.join(", ")
+                    ));
+                }
+                args.only = Some(group);
+            }
+            n if args.file_only.is_some() && n.parse::<usize>().is_ok_and(|p| p > 0) => {
+                args.file_only = n.parse().ok();
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--profile-verify") {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("audit-bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if args.profile_verify {
         profile_verify_parts();
         return;
     }
@@ -743,9 +800,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if let Some(i) = args.iter().position(|a| a == "--file-only") {
-        // A single row, for profiling the write path: `--file-only PRODUCERS`.
-        let producers: usize = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(64);
+    if let Some(producers) = args.file_only {
+        // A single row, for profiling the write path.
         rt.block_on(async {
             let dir = tempfile::tempdir_in(&base).expect("tempdir");
             let r = measure(
@@ -759,18 +815,9 @@ fn main() {
         });
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let out = args
-        .iter()
-        .position(|a| a == "--markdown")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    // `--only GROUP` (codec, appends, object, sqlite, big) runs one group.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let quick = args.quick;
+    let out = args.markdown;
+    let only = args.only;
     let runs = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let mut rows = Vec::new();
     eprintln!("machine: {}", machine());
