@@ -3,6 +3,7 @@
 //! blocking I/O never runs on the async workers.
 
 use std::sync::mpsc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -10,23 +11,49 @@ use crate::sink::SinkError;
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
+/// How long dropping a [`SinkThread`] waits for its thread by default.
+pub const DEFAULT_DROP_WAIT: Duration = Duration::from_secs(10);
+
 /// The handle to a backend's own thread. Dropping it lets the thread finish
 /// the queued jobs, drop its state (which may flush or trim files) and exit,
 /// and waits for that: once the handle is gone, so is everything the thread
 /// would still have done to the backend's files.
+///
+/// The wait is bounded ([`DEFAULT_DROP_WAIT`], see
+/// [`SinkThread::set_drop_wait`]): a thread stuck in a system call on a hung
+/// disk or mount is left behind with an error event, rather than hanging
+/// whoever dropped the sink (often an async worker, at shutdown).
 pub struct SinkThread<S> {
     sink: String,
     jobs: Option<mpsc::Sender<Job<S>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    exited: Option<mpsc::Receiver<()>>,
+    drop_wait: Duration,
 }
 
 impl<S> Drop for SinkThread<S> {
     fn drop(&mut self) {
         self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(sink = %self.sink, "the sink's thread panicked");
-            }
+        let Some(t) = self.thread.take() else { return };
+        // The thread's end-of-life sender is dropped when it returns or
+        // unwinds, which ends this wait either way.
+        let finished = match self.exited.take() {
+            Some(rx) => !matches!(
+                rx.recv_timeout(self.drop_wait),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ),
+            None => true,
+        };
+        if !finished {
+            tracing::error!(
+                sink = %self.sink,
+                waited = ?self.drop_wait,
+                "the sink's thread is still busy (a hung disk?); leaving it behind"
+            );
+            return;
+        }
+        if t.join().is_err() {
+            tracing::error!(sink = %self.sink, "the sink's thread panicked");
         }
     }
 }
@@ -49,21 +76,25 @@ impl<S: 'static> SinkThread<S> {
     ) -> Result<Self, SinkError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs, rx) = mpsc::channel::<Job<S>>();
+        let (exited_tx, exited) = mpsc::channel::<()>();
         let gone = |detail: String| SinkError::Backend {
             sink: sink.to_string(),
             detail,
         };
         let thread = std::thread::Builder::new()
             .name(format!("{kind}-{sink}"))
-            .spawn(move || match init() {
-                Ok(mut state) => {
-                    let _ = ready_tx.send(Ok(()));
-                    while let Ok(job) = rx.recv() {
-                        job(&mut state);
+            .spawn(move || {
+                let _exited = exited_tx;
+                match init() {
+                    Ok(mut state) => {
+                        let _ = ready_tx.send(Ok(()));
+                        while let Ok(job) = rx.recv() {
+                            job(&mut state);
+                        }
                     }
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| gone(format!("cannot start the {kind} thread: {e}")))?;
@@ -74,7 +105,15 @@ impl<S: 'static> SinkThread<S> {
             sink: sink.to_string(),
             jobs: Some(jobs),
             thread: Some(thread),
+            exited: Some(exited),
+            drop_wait: DEFAULT_DROP_WAIT,
         })
+    }
+
+    /// Sets how long dropping this handle waits for the thread to finish its
+    /// queued jobs and exit.
+    pub fn set_drop_wait(&mut self, wait: Duration) {
+        self.drop_wait = wait;
     }
 
     /// Runs `f` on the thread and returns its result.
@@ -95,5 +134,71 @@ impl<S: 'static> SinkThread<S> {
             }))
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread stuck in a job (a hung disk) does not hang whoever drops its
+    /// handle: the drop gives up after its wait. A thread that finishes in
+    /// time is joined, with its state dropped first.
+    #[tokio::test]
+    async fn drop_waits_for_the_thread_but_not_forever() {
+        struct State(mpsc::Sender<&'static str>);
+        impl Drop for State {
+            fn drop(&mut self) {
+                let _ = self.0.send("state dropped");
+            }
+        }
+
+        let (events_tx, events) = mpsc::channel();
+        let mut handle = SinkThread::spawn("test", "hung", move || Ok(State(events_tx)))
+            .await
+            .expect("spawn");
+        handle.set_drop_wait(Duration::from_millis(50));
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel();
+        handle
+            .jobs
+            .as_ref()
+            .expect("jobs")
+            .send(Box::new(move |_state: &mut State| {
+                let _ = started_tx.send(());
+                let _ = release.recv();
+            }))
+            .expect("queue the hung job");
+        started.recv().expect("the job runs");
+        let (dropped_tx, dropped) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(handle);
+            let _ = dropped_tx.send(());
+        });
+        assert_eq!(
+            dropped.recv_timeout(Duration::from_secs(10)),
+            Ok(()),
+            "drop hung on a stuck thread"
+        );
+        assert!(
+            events.try_recv().is_err(),
+            "the stuck thread still owns its state"
+        );
+        release_tx.send(()).expect("release");
+        assert_eq!(
+            events.recv_timeout(Duration::from_secs(10)),
+            Ok("state dropped")
+        );
+
+        let (events_tx, events) = mpsc::channel();
+        let handle = SinkThread::spawn("test", "healthy", move || Ok(State(events_tx)))
+            .await
+            .expect("spawn");
+        drop(handle);
+        assert_eq!(
+            events.try_recv(),
+            Ok("state dropped"),
+            "joined after the state's drop"
+        );
     }
 }
