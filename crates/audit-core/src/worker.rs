@@ -27,7 +27,9 @@ pub struct SinkThread<S> {
     sink: String,
     jobs: Option<mpsc::Sender<Job<S>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    exited: Option<mpsc::Receiver<()>>,
+    /// Closed when the thread ends. In a mutex only to make the handle
+    /// `Sync`; the drop, the one reader, has `&mut self`.
+    exited: Option<std::sync::Mutex<mpsc::Receiver<()>>>,
     drop_wait: Duration,
 }
 
@@ -39,7 +41,9 @@ impl<S> Drop for SinkThread<S> {
         // unwinds, which ends this wait either way.
         let finished = match self.exited.take() {
             Some(rx) => !matches!(
-                rx.recv_timeout(self.drop_wait),
+                rx.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .recv_timeout(self.drop_wait),
                 Err(mpsc::RecvTimeoutError::Timeout)
             ),
             None => true,
@@ -105,7 +109,7 @@ impl<S: 'static> SinkThread<S> {
             sink: sink.to_string(),
             jobs: Some(jobs),
             thread: Some(thread),
-            exited: Some(exited),
+            exited: Some(std::sync::Mutex::new(exited)),
             drop_wait: DEFAULT_DROP_WAIT,
         })
     }
