@@ -227,7 +227,27 @@ fn independent_verify() -> Result {
     }
     // The strictness corpus: both verifiers are held to expected.txt.
     strictness_corpus()?;
-    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering and malformed records are caught");
+    // A FIFO named like a segment is an error, not a read that never returns.
+    let planted = work.join("fifo-log");
+    std::fs::create_dir_all(&planted).map_err(|e| format!("{}: {e}", planted.display()))?;
+    std::fs::copy(&seg, planted.join("audit-00000000000000000001.jsonl"))
+        .map_err(|e| format!("copy {}: {e}", seg.display()))?;
+    run(Command::new("mkfifo").arg(planted.join("audit-00000000000000000099.jsonl")))?;
+    let fifo = Command::new("timeout")
+        .arg("60")
+        .arg(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg(&planted)
+        .output()
+        .map_err(|e| format!("python: {e}"))?;
+    if fifo.status.code() != Some(1)
+        || !String::from_utf8_lossy(&fifo.stdout).contains("not a regular file")
+    {
+        return Err(format!(
+            "the independent verifier did not refuse a FIFO segment: {fifo:?}"
+        ));
+    }
+    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering, malformed records and a FIFO segment are caught");
     Ok(())
 }
 

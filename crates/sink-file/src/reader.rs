@@ -183,7 +183,8 @@ impl CursorState {
             let Some(path) = self.files.get(self.index) else {
                 return Ok(false);
             };
-            let mut f = File::open(path).map_err(|e| self.io("open", e))?;
+            let mut f =
+                crate::segments::open_segment(path, false).map_err(|e| self.io("open", e))?;
             self.limit = if self.index + 1 == self.files.len() {
                 crate::segments::data_end(&mut f).map_err(|e| self.io("read", e))?
             } else {

@@ -11,8 +11,8 @@ use audit_core::{ChainHead, Location, Record, RecordBatch, SinkError};
 
 use crate::config::FileSinkConfig;
 use crate::segments::{
-    data_end, find_nul, line_start_before, list_segments, read_tail, read_tail_until, segment_name,
-    sync_dir,
+    data_end, find_nul, line_start_before, list_segments, open_segment, read_tail, read_tail_until,
+    segment_name, sync_dir,
 };
 
 /// The device and inode at `path`, as `MetadataExt::dev` and `ino` give them.
@@ -124,11 +124,7 @@ impl SegmentWriter {
         let Some(last) = segments.last() else {
             return Ok(());
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&last.path)
-            .map_err(|e| self.io("open", &last.path, e))?;
+        let file = open_segment(&last.path, true).map_err(|e| self.io("open", &last.path, e))?;
         let meta = file
             .metadata()
             .map_err(|e| self.io("stat", &last.path, e))?;
@@ -156,7 +152,8 @@ impl SegmentWriter {
             if last_line.is_some() {
                 break;
             }
-            let mut f = File::open(&seg.path).map_err(|e| self.io("open", &seg.path, e))?;
+            let mut f =
+                open_segment(&seg.path, false).map_err(|e| self.io("open", &seg.path, e))?;
             let tail = read_tail(&mut f, self.cfg.max_record_bytes)
                 .map_err(|e| self.io("read tail", &seg.path, e))?;
             if tail.complete_len != tail.file_len {

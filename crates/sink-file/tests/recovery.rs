@@ -387,3 +387,44 @@ async fn rotated_segments_end_with_their_last_record_and_zeros_elsewhere_are_mal
     );
     assert!(bad[0].incomplete);
 }
+
+/// A FIFO or a device under a segment's name is refused with an error that
+/// names the file; neither the sink nor the reader blocks or reads forever.
+#[tokio::test]
+async fn special_files_named_like_segments_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    closed_log(dir.path(), &sample_records(None, 3)).await;
+    let log_dir = dir.path();
+    let planted = log_dir.join("audit-00000000000000000099.jsonl");
+    for (kind, what) in [("fifo", "a FIFO"), ("device", "a device")] {
+        if kind == "fifo" {
+            let made = std::process::Command::new("mkfifo")
+                .arg(&planted)
+                .status()
+                .expect("mkfifo");
+            assert!(made.success());
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &planted).expect("symlink");
+        }
+        let err = FileSink::open(FileSinkConfig::new("f", log_dir))
+            .await
+            .expect_err("the sink refuses it");
+        assert!(
+            err.to_string().contains(what)
+                && err.to_string().contains("audit-00000000000000000099"),
+            "{kind}: {err}"
+        );
+        let mut cursor = audit_core::RecordReader::read_from(&FileLog::open(log_dir), 0)
+            .await
+            .expect("cursor");
+        let err = loop {
+            match cursor.next_batch(100).await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{kind}: the reader took it for a segment"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains(what), "{kind}: {err}");
+        fs::remove_file(&planted).expect("remove");
+    }
+}

@@ -144,6 +144,7 @@ impl Writer {
                     source: e,
                 })?;
         }
+        crate::error::check_regular_files(&name, &path)?;
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE

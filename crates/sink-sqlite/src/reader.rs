@@ -58,6 +58,7 @@ fn open_conn(name: &str, path: &Path) -> Result<Connection, SinkError> {
             detail: format!("{} does not exist", path.display()),
         });
     }
+    crate::error::check_regular_files(name, path)?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -283,3 +283,42 @@ async fn records_are_byte_identical_to_the_file_format() {
         .expect_err("replay");
     assert!(matches!(err, SinkError::NotContiguous { .. }));
 }
+
+/// A FIFO where the database or its WAL should be is refused with an error
+/// that names it, by the sink and by the reader; SQLite would block on it.
+#[tokio::test]
+async fn fifo_database_or_wal_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.db");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let err = SqliteSink::open(SqliteSinkConfig::new("db", &fifo))
+        .await
+        .expect_err("a FIFO is not a database");
+    assert!(err.to_string().contains("fifo.db is a FIFO"), "{err}");
+    let err = SqliteLog::open_read_only(&fifo)
+        .await
+        .expect_err("nor for reading");
+    assert!(err.to_string().contains("fifo.db is a FIFO"), "{err}");
+
+    let real = dir.path().join("real.db");
+    filled(&real, 2).await;
+    let wal = dir.path().join("real.db-wal");
+    let _ = std::fs::remove_file(&wal);
+    assert!(Command::new("mkfifo")
+        .arg(&wal)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let err = SqliteSink::open(SqliteSinkConfig::new("db", &real))
+        .await
+        .expect_err("a FIFO WAL");
+    assert!(err.to_string().contains("real.db-wal is a FIFO"), "{err}");
+    let err = SqliteLog::open_read_only(&real)
+        .await
+        .expect_err("a FIFO WAL, for reading");
+    assert!(err.to_string().contains("real.db-wal is a FIFO"), "{err}");
+}
