@@ -227,6 +227,7 @@ fn independent_verify() -> Result {
     }
     // The strictness corpus: both verifiers are held to expected.txt.
     strictness_corpus()?;
+    log_corpus()?;
     // A FIFO named like a segment is an error, not a read that never returns.
     let planted = work.join("fifo-log");
     std::fs::create_dir_all(&planted).map_err(|e| format!("{}: {e}", planted.display()))?;
@@ -248,6 +249,61 @@ fn independent_verify() -> Result {
         ));
     }
     eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering, malformed records and a FIFO segment are caught");
+    Ok(())
+}
+
+/// Runs the Python verifier on each log of tests/fixtures/logs and compares
+/// its verdict, records read and warnings with expected.txt.
+fn log_corpus() -> Result {
+    let dir = root().join("tests/fixtures/logs");
+    let expected = std::fs::read_to_string(dir.join("expected.txt"))
+        .map_err(|e| format!("{}: {e}", dir.join("expected.txt").display()))?;
+    let mut wrong = Vec::new();
+    let mut logs = 0;
+    for row in expected.lines().filter(|l| !l.starts_with('#')) {
+        logs += 1;
+        let fields: Vec<&str> = row.split(' ').collect();
+        let [name, verdict, records, warnings] = fields[..] else {
+            return Err(format!("bad expected.txt row {row:?}"));
+        };
+        let out = Command::new(python())
+            .arg(root().join("tests/independent_verify.py"))
+            .arg(dir.join(name))
+            .output()
+            .map_err(|e| format!("python: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // "<path>: N records, C chain(s), head …, E error(s), W warning(s)"
+        let summary = stdout.lines().next().unwrap_or_default();
+        let count = |unit: &str| {
+            summary
+                .split(", ")
+                .find_map(|part| part.split(": ").last()?.strip_suffix(unit))
+                .unwrap_or("?")
+                .to_string()
+        };
+        let got_verdict = match out.status.code() {
+            Some(0) => "intact",
+            Some(1) => "findings",
+            _ => "failed",
+        };
+        let got = format!(
+            "{got_verdict} {} {}",
+            count(" records"),
+            count(" warning(s)")
+        );
+        if got != format!("{verdict} {records} {warnings}") {
+            wrong.push(format!(
+                "{name}: expected {verdict} {records} {warnings}, got {got}\n{stdout}"
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the independent verifier disagrees with tests/fixtures/logs/expected.txt:\n{}",
+            wrong.join("\n")
+        ));
+    }
+    eprintln!("independent verifier: all {logs} corpus logs match expected.txt");
     Ok(())
 }
 

@@ -90,7 +90,9 @@ pub struct StoredRecord {
     pub text: bytes::Bytes,
     /// Set when the stored item exceeded the reader's size limit and was skipped.
     pub oversized: Option<u64>,
-    /// The item ended without its terminator: a torn write at the end of a file.
+    /// The item is the log's last and ended without its terminator: a torn
+    /// write. Readers leave it unset for an unterminated line anywhere else,
+    /// which is then checked as a record like any other.
     pub incomplete: bool,
     /// Backend-specific facts that must agree with the text, e.g. SQLite's
     /// indexed columns. `None` where the backend stores nothing besides the text.

@@ -112,3 +112,49 @@ async fn strictness_corpus_verdicts_match_expected() {
     assert!(cases > 70, "expected.txt lists {cases} cases");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The log-level corpus: segment directories and files that test how a log's
+/// files, lines and padding are read. Each log's verdict, records read and
+/// warnings are in expected.txt; the Python verifier is held to the same file
+/// by `cargo xtask test`.
+#[tokio::test]
+async fn log_corpus_reports_match_expected() {
+    let dir = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/logs"
+    ));
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).expect("expected.txt");
+    let mut wrong = Vec::new();
+    let mut logs = 0;
+    for row in expected.lines().filter(|l| !l.starts_with('#')) {
+        let [name, verdict, records, warnings] = row.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("bad expected.txt row {row:?}");
+        };
+        logs += 1;
+        let r = audit_verify::verify(
+            &[audit_verify::Source::File(dir.join(name))],
+            &audit_verify::VerifyOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = &r.sources[0];
+        let got_warnings = s
+            .findings
+            .iter()
+            .filter(|f| f.severity == audit_verify::Severity::Warning)
+            .count();
+        let got = format!(
+            "{} {} {got_warnings}",
+            if s.ok { "intact" } else { "findings" },
+            s.records
+        );
+        if got != format!("{verdict} {records} {warnings}") {
+            wrong.push(format!(
+                "{name}: expected {verdict} {records} {warnings}, got {got}\n{}",
+                r.human()
+            ));
+        }
+    }
+    assert!(logs >= 20, "expected.txt lists {logs} logs");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

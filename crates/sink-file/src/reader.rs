@@ -171,7 +171,10 @@ impl CursorState {
             text,
         );
         item.oversized = oversized;
-        item.incomplete = !terminated;
+        // Only the log's end can hold a torn write. In an earlier file an
+        // unterminated line is read like any other: malformed unless it is a
+        // whole record (FORMAT.md section 8).
+        item.incomplete = !terminated && self.index + 1 == self.files.len();
         self.ready.push_back(item);
     }
 

@@ -385,7 +385,10 @@ async fn rotated_segments_end_with_their_last_record_and_zeros_elsewhere_are_mal
         1,
         "the zeros are one malformed, unterminated line"
     );
-    assert!(bad[0].incomplete);
+    assert!(
+        !bad[0].incomplete,
+        "only the log's end holds a torn tail; here the line is checked, and malformed"
+    );
 }
 
 /// A FIFO or a device under a segment's name is refused with an error that

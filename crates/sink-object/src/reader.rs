@@ -184,7 +184,8 @@ impl RecordCursor for ObjectCursor {
                     },
                     text,
                 );
-                item.incomplete = !terminated;
+                // Only the log's end can hold a torn write (FORMAT.md section 8).
+                item.incomplete = !terminated && self.segments.len() == 0;
                 self.ready.push_back(item);
             }
         }
