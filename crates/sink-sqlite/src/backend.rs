@@ -118,6 +118,95 @@ struct Writer {
     path: PathBuf,
     conn: Connection,
     head: Option<ChainHead>,
+    checkpointer: Checkpointer,
+}
+
+/// Record bytes committed between two requests to the checkpointer: a few
+/// hundred WAL pages. Larger gaps made each checkpoint's fsync of the database
+/// longer and, on a shared disk, commits' p99 latency higher (10 ms at 8 MiB
+/// against 7 ms at 1 MiB, three required sinks).
+const CHECKPOINT_EVERY_BYTES: usize = 1 << 20;
+/// SQLite's own automatic checkpoint, in WAL pages, kept only as a backstop
+/// should the checkpointer fall behind.
+const BACKSTOP_AUTOCHECKPOINT_PAGES: i64 = 16_000;
+
+/// Copies the WAL back into the database on its own thread and connection.
+/// SQLite's automatic checkpoint runs inside the commit that crosses its
+/// threshold, on the appending thread: a quarter of that thread's time in bulk
+/// inserts. A checkpoint changes no committed data, so moving it changes no
+/// durability.
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    committed_bytes: usize,
+}
+
+impl Checkpointer {
+    fn start(
+        name: &str,
+        path: &std::path::Path,
+        busy_timeout: Duration,
+    ) -> Result<Self, SinkError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| map(name, path, "open the checkpoint connection", e))?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(|e| map(name, path, "set busy timeout", e))?;
+        let (wake, requests) = std::sync::mpsc::sync_channel::<()>(1);
+        let (sink, file) = (name.to_string(), path.to_path_buf());
+        let thread = std::thread::Builder::new()
+            .name(format!("sqlite-ckpt-{name}"))
+            .spawn(move || {
+                while requests.recv().is_ok() {
+                    // PASSIVE: copies what it can without blocking the writer
+                    // or readers; what it cannot copy waits for the next request.
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match done {
+                        Ok((wal_pages, copied)) => {
+                            tracing::trace!(sink = %sink, wal_pages, copied, "checkpointed");
+                        }
+                        Err(e) => {
+                            let e = map(&sink, &file, "checkpoint", e);
+                            tracing::warn!(sink = %sink, error = %e, "WAL checkpoint failed; retried after the next commits");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| SinkError::Backend {
+                sink: name.to_string(),
+                detail: format!("cannot start the checkpoint thread: {e}"),
+            })?;
+        Ok(Self {
+            wake: Some(wake),
+            thread: Some(thread),
+            committed_bytes: 0,
+        })
+    }
+
+    /// Counts a commit and asks for a checkpoint once enough has been written.
+    /// Never blocks: a request already waiting covers this one.
+    fn committed(&mut self, bytes: usize) {
+        self.committed_bytes += bytes;
+        if self.committed_bytes >= CHECKPOINT_EVERY_BYTES {
+            self.committed_bytes = 0;
+            if let Some(wake) = &self.wake {
+                let _ = wake.try_send(());
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Writer {
@@ -214,11 +303,15 @@ impl Writer {
         if version < SCHEMA_VERSION {
             migrate(&mut conn, version).map_err(err("migrate schema"))?;
         }
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_AUTOCHECKPOINT_PAGES)
+            .map_err(err("set wal_autocheckpoint"))?;
+        let checkpointer = Checkpointer::start(&name, &path, config.busy_timeout)?;
         let mut w = Self {
             name,
             path,
             conn,
             head: None,
+            checkpointer,
         };
         w.head = w.read_head()?;
         Ok(w)
@@ -314,6 +407,8 @@ impl Writer {
         }
         tx.commit().map_err(err("commit"))?;
         self.head = Some(batch.last().head());
+        self.checkpointer
+            .committed(batch.records().iter().map(|r| r.line().len()).sum());
         Ok(())
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! - WAL mode with `synchronous=FULL` and one transaction per batch; all
 //!   SQLite work runs on a dedicated thread, never on the async workers.
+//! - WAL checkpoints run on a second thread and connection, after about every
+//!   MiB of records, so commits never wait for one; SQLite's own automatic
+//!   checkpoint stays on, at 16,000 pages, as a backstop.
 //! - A versioned schema (`PRAGMA application_id` marks auditlog databases,
 //!   `PRAGMA user_version` the schema version) with migrations.
 //! - Table `records`: the sequence as primary key, the record and prev hashes,
