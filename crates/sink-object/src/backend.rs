@@ -96,11 +96,28 @@ async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {
         (None, Some(p)) => p.key.clone(),
         (None, None) => return Ok(None),
     };
-    let data = log.read_object(&last_key).await?;
+    // One record at most MAX_LINE bytes, its newline, and the newline before it.
+    let window = crate::reader::MAX_LINE as u64 + 2;
+    let data = log.read_tail(&last_key, window).await?;
     let text = data.strip_suffix(b"\n").unwrap_or(&data);
     let last_line = match memchr::memrchr(b'\n', text) {
         Some(i) => &text[i + 1..],
-        None => text,
+        // No newline in the window: the whole object is one record, or its
+        // last line is longer than any record may be.
+        None if (data.len() as u64) < window => text,
+        None => {
+            return Err(SinkError::Corrupt {
+                sink: log.name.clone(),
+                location: Location::Object {
+                    key: last_key.clone(),
+                    line: 0,
+                },
+                detail: format!(
+                    "the last line is longer than {} bytes; refusing to append after it",
+                    crate::reader::MAX_LINE
+                ),
+            })
+        }
     };
     let rec = Record::from_text(last_line).map_err(|e| SinkError::Corrupt {
         sink: log.name.clone(),

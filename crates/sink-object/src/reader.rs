@@ -118,9 +118,18 @@ impl ObjectLog {
             .collect())
     }
 
-    pub(crate) async fn read_object(&self, key: &str) -> Result<bytes::Bytes, SinkError> {
+    /// The last `max` bytes of an object (all of it if it is smaller): enough
+    /// for its last record without loading a large object whole.
+    pub(crate) async fn read_tail(&self, key: &str, max: u64) -> Result<bytes::Bytes, SinkError> {
+        let size = self
+            .op
+            .stat(key)
+            .await
+            .map_err(|e| self.error("stat", key, e))?
+            .content_length();
         self.op
-            .read(key)
+            .read_with(key)
+            .range(size.saturating_sub(max)..size)
             .await
             .map(|b| b.to_bytes())
             .map_err(|e| self.error("read", key, e))
@@ -141,52 +150,162 @@ impl RecordReader for ObjectLog {
             segments: segments.into_iter(),
             ready: std::collections::VecDeque::new(),
             from_seq,
+            current: None,
         }))
     }
 }
+
+/// How much of an object is read at a time: memory stays bounded whatever
+/// the size of a (possibly hostile) object.
+const READ_CHUNK: u64 = 8 << 20;
+/// Lines longer than this are reported by length and not loaded, as the file
+/// reader does.
+pub(crate) const MAX_LINE: usize = 16 << 20;
 
 struct ObjectCursor {
     log: ObjectLog,
     segments: std::vec::IntoIter<SegmentKey>,
     ready: std::collections::VecDeque<StoredRecord>,
     from_seq: u64,
+    current: Option<OpenObject>,
+}
+
+/// The segment object being read, in ranges.
+struct OpenObject {
+    key: String,
+    size: u64,
+    offset: u64,
+    line: u64,
+    /// The start of a line the last range cut.
+    carry: Vec<u8>,
+    /// Set while skipping a line longer than [`MAX_LINE`]: its length so far.
+    skipping: Option<u64>,
+    /// Whether this is the log's last object: only there can a line be torn.
+    last: bool,
+}
+
+impl ObjectCursor {
+    fn emit(&mut self, text: bytes::Bytes, oversized: Option<u64>, terminated: bool) {
+        let Some(obj) = self.current.as_mut() else {
+            return;
+        };
+        obj.line += 1;
+        if self.from_seq > 1 && oversized.is_none() {
+            if let Ok((seq, ..)) = parse_chain_suffix(&text) {
+                if seq < self.from_seq {
+                    return;
+                }
+            }
+        }
+        let mut item = StoredRecord::new(
+            Location::Object {
+                key: obj.key.clone(),
+                line: obj.line,
+            },
+            text,
+        );
+        item.oversized = oversized;
+        // Only the log's end can hold a torn write (FORMAT.md section 8).
+        item.incomplete = !terminated && obj.last;
+        self.ready.push_back(item);
+    }
+
+    /// Reads the next range of the current object (opening the next object
+    /// first if none is open) and queues the lines it completes. Returns false
+    /// once every object is read.
+    async fn fill(&mut self) -> Result<bool, SinkError> {
+        if self.current.is_none() {
+            let Some(seg) = self.segments.next() else {
+                return Ok(false);
+            };
+            let size = self
+                .log
+                .op
+                .stat(&seg.key)
+                .await
+                .map_err(|e| self.log.error("stat", &seg.key, e))?
+                .content_length();
+            self.current = Some(OpenObject {
+                key: seg.key,
+                size,
+                offset: 0,
+                line: 0,
+                carry: Vec::new(),
+                skipping: None,
+                last: self.segments.len() == 0,
+            });
+        }
+        let Some(obj) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        if obj.offset >= obj.size {
+            // End of this object: what is left is a line without its newline.
+            let (skipping, carry) = (obj.skipping.take(), std::mem::take(&mut obj.carry));
+            if let Some(len) = skipping {
+                self.emit(bytes::Bytes::new(), Some(len), false);
+            } else if !carry.is_empty() {
+                self.emit(bytes::Bytes::from(carry), None, false);
+            }
+            self.current = None;
+            return Ok(true);
+        }
+        let end = (obj.offset + READ_CHUNK).min(obj.size);
+        let key = obj.key.clone();
+        let range = obj.offset..end;
+        let data = self
+            .log
+            .op
+            .read_with(&key)
+            .range(range)
+            .await
+            .map_err(|e| self.log.error("read", &key, e))?
+            .to_bytes();
+        let Some(obj) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        if data.is_empty() {
+            // The object shrank since it was listed: what was read is all.
+            obj.size = obj.offset;
+            return Ok(true);
+        }
+        obj.offset += data.len() as u64;
+        let chunk = if obj.carry.is_empty() {
+            data
+        } else {
+            let mut joined = std::mem::take(&mut obj.carry);
+            joined.extend_from_slice(&data);
+            bytes::Bytes::from(joined)
+        };
+        let mut start = 0usize;
+        let mut lines = Vec::new();
+        for nl in memchr::memchr_iter(b'\n', &chunk) {
+            let len = nl - start;
+            match obj.skipping.take() {
+                Some(so_far) => lines.push((bytes::Bytes::new(), Some(so_far + len as u64))),
+                None if len > MAX_LINE => lines.push((bytes::Bytes::new(), Some(len as u64))),
+                None => lines.push((chunk.slice(start..nl), None)),
+            }
+            start = nl + 1;
+        }
+        let rest = &chunk[start..];
+        match obj.skipping.as_mut() {
+            Some(len) => *len += rest.len() as u64,
+            None if rest.len() > MAX_LINE => obj.skipping = Some(rest.len() as u64),
+            None => obj.carry.extend_from_slice(rest),
+        }
+        for (text, oversized) in lines {
+            self.emit(text, oversized, true);
+        }
+        Ok(true)
+    }
 }
 
 #[async_trait]
 impl RecordCursor for ObjectCursor {
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<StoredRecord>>, SinkError> {
         while self.ready.len() < max.max(1) {
-            let Some(seg) = self.segments.next() else {
+            if !self.fill().await? {
                 break;
-            };
-            let data = self.log.read_object(&seg.key).await?;
-            let mut start = 0usize;
-            let mut line = 0u64;
-            while start < data.len() {
-                line += 1;
-                let (end, terminated) = match memchr::memchr(b'\n', &data[start..]) {
-                    Some(i) => (start + i, true),
-                    None => (data.len(), false),
-                };
-                let text = data.slice(start..end);
-                start = end + 1;
-                if self.from_seq > 1 {
-                    if let Ok((seq, ..)) = parse_chain_suffix(&text) {
-                        if seq < self.from_seq {
-                            continue;
-                        }
-                    }
-                }
-                let mut item = StoredRecord::new(
-                    Location::Object {
-                        key: seg.key.clone(),
-                        line,
-                    },
-                    text,
-                );
-                // Only the log's end can hold a torn write (FORMAT.md section 8).
-                item.incomplete = !terminated && self.segments.len() == 0;
-                self.ready.push_back(item);
             }
         }
         let take = self.ready.len().min(max.max(1));
