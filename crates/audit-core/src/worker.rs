@@ -11,6 +11,26 @@ use crate::sink::SinkError;
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
+/// What a file that is not a regular file is, for an error message, or `None`
+/// for a regular file. Backends refuse such files where they expect their
+/// own: reading a FIFO blocks, and a device never ends.
+pub fn special_file_kind(kind: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if kind.is_file() {
+        return None;
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    })
+}
+
 /// How long dropping a [`SinkThread`] waits for its thread by default.
 pub const DEFAULT_DROP_WAIT: Duration = Duration::from_secs(10);
 

@@ -200,30 +200,19 @@ fn read_at(file: &mut File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::R
 /// feed bytes without end. `O_NONBLOCK` keeps a FIFO from blocking the open;
 /// it has no effect on regular files.
 pub fn open_segment(path: &Path, write: bool) -> io::Result<File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
         .write(write)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let kind = file.metadata()?.file_type();
-    let what = if kind.is_file() {
-        return Ok(file);
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    };
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("a segment must be a regular file; this is {what}"),
-    ))
+    match audit_core::worker::special_file_kind(&file.metadata()?.file_type()) {
+        None => Ok(file),
+        Some(what) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a segment must be a regular file; this is {what}"),
+        )),
+    }
 }
 
 /// fsyncs a directory so that a created, renamed or removed entry is durable.

@@ -27,7 +27,6 @@ pub(crate) fn map(sink: &str, path: &Path, op: &str, e: rusqlite::Error) -> Sink
 /// exists and is not a regular file: SQLite would block forever reading a
 /// FIFO planted under one of those names.
 pub(crate) fn check_regular_files(sink: &str, path: &Path) -> Result<(), SinkError> {
-    use std::os::unix::fs::FileTypeExt;
     let mut candidates = vec![path.to_path_buf()];
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
@@ -39,17 +38,8 @@ pub(crate) fn check_regular_files(sink: &str, path: &Path) -> Result<(), SinkErr
         let Ok(meta) = std::fs::metadata(&p) else {
             continue;
         };
-        let kind = meta.file_type();
-        let what = if kind.is_file() {
+        let Some(what) = audit_core::worker::special_file_kind(&meta.file_type()) else {
             continue;
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else if kind.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
         };
         return Err(SinkError::Config {
             sink: sink.to_string(),
