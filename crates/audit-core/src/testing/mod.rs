@@ -7,6 +7,8 @@
 //! audit_core::conformance_tests!(my_backend_tests::Harness::new());
 //! ```
 
+pub mod crash;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
