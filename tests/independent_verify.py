@@ -133,6 +133,61 @@ def files_of(path):
     return [(path, None)]
 
 
+CHUNK = 8 << 20
+MAX_LINE = 16 << 20  # longer lines are reported, not loaded
+
+
+def data_end(f):
+    """The file's length without a trailing run of NUL bytes (FORMAT.md
+    section 8: preallocated space after the last segment's data)."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - CHUNK)
+        f.seek(start)
+        block = f.read(end - start).rstrip(b"\x00")
+        if block:
+            return start + len(block)
+        end = start
+    return 0
+
+
+def lines_of(fname, is_last):
+    """Yields (line number, text or None if too long, terminated) for each
+    line, reading in chunks so memory stays bounded whatever the file's size."""
+    with open(fname, "rb") as f:
+        end = data_end(f) if is_last else f.seek(0, os.SEEK_END)
+        f.seek(0)
+        pos, n = 0, 0
+        carry = bytearray()
+        skipping = False  # inside a line longer than MAX_LINE
+        while pos < end:
+            chunk = f.read(min(CHUNK, end - pos))
+            if not chunk:
+                break
+            pos += len(chunk)
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    break
+                n += 1
+                if skipping or len(carry) + nl - start > MAX_LINE:
+                    yield n, None, True
+                else:
+                    yield n, bytes(carry) + chunk[start:nl], True
+                carry.clear()
+                skipping = False
+                start = nl + 1
+            if not skipping:
+                carry += chunk[start:]
+                if len(carry) > MAX_LINE:
+                    carry.clear()
+                    skipping = True
+        if carry or skipping:
+            n += 1
+            yield n, (None if skipping else bytes(carry)), False
+
+
 def verify(path):
     errors, warnings, records, chains = [], [], 0, 0
     last = None  # (seq, hash) of the previous record
@@ -142,21 +197,17 @@ def verify(path):
         if not stat.S_ISREG(os.stat(fname).st_mode):
             errors.append(f"{fname}: not a regular file")
             continue
-        with open(fname, "rb") as f:
-            data = f.read()
-        if i == len(files) - 1:
-            # FORMAT.md section 8: the last file may end with preallocated NULs.
-            data = data.rstrip(b"\x00")
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        elif lines and i == len(files) - 1:
-            # FORMAT.md section 8: only the log's end can hold a torn write;
-            # elsewhere an unterminated line is checked like any other.
-            warnings.append(f"{fname}: ends mid-line ({len(lines[-1])} bytes without a newline)")
-            lines.pop()
-        for n, text in enumerate(lines, 1):
+        is_last = i == len(files) - 1
+        for n, text, terminated in lines_of(fname, is_last):
             where = f"{fname}:{n}"
+            if text is None:
+                errors.append(f"{where}: line longer than {MAX_LINE} bytes")
+                continue
+            if not terminated and is_last:
+                # FORMAT.md section 8: only the log's end can hold a torn write;
+                # elsewhere an unterminated line is checked like any other.
+                warnings.append(f"{fname}: ends mid-line ({len(text)} bytes without a newline)")
+                continue
             try:
                 seq, prev, claimed = parse(text)
             except Malformed as e:
