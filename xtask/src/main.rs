@@ -228,6 +228,11 @@ fn independent_verify() -> Result {
     // The strictness corpus: both verifiers are held to expected.txt.
     strictness_corpus()?;
     log_corpus()?;
+    // Mutated records the corpus does not list: both verifiers must agree.
+    run(Command::new(python())
+        .arg(root().join("tests/differential_fuzz.py"))
+        .arg(root().join("target/debug/audit"))
+        .args(["1", "2", "3"]))?;
     // A FIFO named like a segment is an error, not a read that never returns.
     let planted = work.join("fifo-log");
     std::fs::create_dir_all(&planted).map_err(|e| format!("{}: {e}", planted.display()))?;
