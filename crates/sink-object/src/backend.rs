@@ -81,9 +81,11 @@ impl ObjectSink {
 
 async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {
     let head_key = format!("{}HEAD", log.dir);
-    let pointer: Option<HeadPointer> = match log.op.read(&head_key).await {
+    // The pointer is a hint of a few dozen bytes: a larger object is not read
+    // whole, and one that does not parse is ignored, as is an absent one.
+    let pointer: Option<HeadPointer> = match log.op.read_with(&head_key).range(0..64 * 1024).await {
         Ok(b) => serde_json::from_slice(&b.to_bytes()).ok(),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::RangeNotSatisfied) => None,
         Err(e) => return Err(log.error("read", &head_key, e)),
     };
     // Segments written after the pointer was last updated (a crash between

@@ -37,3 +37,39 @@ async fn reopen_finds_segments_written_after_a_stale_head_pointer() {
     assert_eq!(sink.head().await.expect("head"), Some(recs[29].head()));
     assert_eq!(read_verified(&sink).await.len(), 30);
 }
+
+/// The pointer is only a hint: an empty, garbled or oversized `HEAD` object is
+/// ignored (and never read whole), and the head is found by listing.
+#[tokio::test]
+async fn a_bad_head_pointer_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        ObjectSinkConfig::new(
+            "obj",
+            Service::Fs {
+                root: dir.path().to_path_buf(),
+            },
+            "audit",
+            "log",
+        )
+    };
+    let recs = sample_records(None, 12);
+    {
+        let sink = ObjectSink::open(config()).await.expect("open");
+        for chunk in recs.chunks(4) {
+            let batch = RecordBatch::new(chunk.to_vec()).expect("contiguous");
+            sink.append(&batch).await.expect("append");
+        }
+    }
+    let head = dir.path().join("audit/log/HEAD");
+    for bad in [Vec::new(), b"{not json".to_vec(), vec![b'x'; 4 << 20]] {
+        std::fs::write(&head, &bad).expect("write HEAD");
+        let sink = ObjectSink::open(config()).await.expect("reopen");
+        assert_eq!(
+            sink.head().await.expect("head"),
+            Some(recs[11].head()),
+            "HEAD of {} bytes",
+            bad.len()
+        );
+    }
+}
