@@ -128,7 +128,12 @@ def record_hash(text):
 
 def files_of(path):
     if os.path.isdir(path):
-        segs = sorted(n for n in os.listdir(path) if SEGMENT.match(n))
+        # FORMAT.md section 8: by first sequence, then generation, none first.
+        def order(name):
+            m = SEGMENT.match(name)
+            return int(m.group(1)), int(m.group(2)[1:]) if m.group(2) else -1, name
+
+        segs = sorted((n for n in os.listdir(path) if SEGMENT.match(n)), key=order)
         return [(os.path.join(path, n), int(SEGMENT.match(n).group(1))) for n in segs]
     return [(path, None)]
 

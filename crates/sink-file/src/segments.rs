@@ -36,7 +36,11 @@ fn parse_name(name: &str) -> Option<(u64, u32)> {
         .strip_prefix(SEGMENT_PREFIX)?
         .strip_suffix(SEGMENT_SUFFIX)?;
     let (seq, generation) = match rest.split_once('.') {
-        Some((s, g)) => (s, g.parse().ok()?),
+        // Digits only: `parse` alone would also take a sign (`.+1`).
+        Some((s, g)) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => {
+            (s, g.parse().ok()?)
+        }
+        Some(_) => return None,
         None => (rest, 0),
     };
     if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {

@@ -81,12 +81,18 @@ impl ObjectSink {
 
 async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {
     let head_key = format!("{}HEAD", log.dir);
-    // The pointer is a hint of a few dozen bytes: a larger object is not read
-    // whole, and one that does not parse is ignored, as is an absent one.
-    let pointer: Option<HeadPointer> = match log.op.read_with(&head_key).range(0..64 * 1024).await {
-        Ok(b) => serde_json::from_slice(&b.to_bytes()).ok(),
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::RangeNotSatisfied) => None,
-        Err(e) => return Err(log.error("read", &head_key, e)),
+    // The pointer is a hint of a few dozen bytes: a larger object is not read,
+    // and one that does not parse is ignored, as is an absent one. (A ranged
+    // read past the end is an error on S3, so the size comes first.)
+    let pointer: Option<HeadPointer> = match log.op.stat(&head_key).await {
+        Ok(meta) if meta.content_length() <= 64 * 1024 => match log.op.read(&head_key).await {
+            Ok(b) => serde_json::from_slice(&b.to_bytes()).ok(),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(log.error("read", &head_key, e)),
+        },
+        Ok(_) => None,
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(log.error("stat", &head_key, e)),
     };
     // Segments written after the pointer was last updated (a crash between
     // the segment write and the pointer write) are found by listing from it.
