@@ -3,9 +3,19 @@
 //! parent kills it at random points, restarts it on the same storage, and in
 //! the end checks that every receipt it saw is in the log with its hash.
 //!
-//! A backend's `tests/crash.rs` holds two tests: a child test that returns at
-//! once unless [`CHILD_ENV`] is set, and calls [`run_child`] when it is, and
-//! the parent test, which calls [`kill_rounds`] and then [`check_receipts`].
+//! A backend's `tests/crash.rs` is an async function that opens its sink in a
+//! directory, and one line:
+//!
+//! ```ignore
+//! async fn open(dir: std::path::PathBuf) -> std::sync::Arc<dyn audit_core::Sink> { … }
+//! audit_core::crash_tests!(open);
+//! ```
+//!
+//! The macro makes two tests: `crash_child`, which returns at once unless
+//! [`CHILD_ENV`] is set and otherwise is the killed writer ([`run_child`]),
+//! and `sigkill_never_loses_a_receipt`, the parent ([`kill_rounds`], then
+//! [`check_receipts`] on the sink reopened as the next writer would). The
+//! test crate needs `tempfile` and `tokio` (with `macros`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -156,4 +166,33 @@ pub async fn check_receipts(reader: &dyn RecordReader, receipts: &HashMap<u64, S
         receipts.len(),
         stored.len()
     );
+}
+
+/// A backend's SIGKILL crash test; see the [module docs](self).
+#[macro_export]
+macro_rules! crash_tests {
+    ($open:path) => {
+        /// The killed writer: runs only when the crash test starts this binary.
+        #[test]
+        fn crash_child() {
+            let Ok(dir) = ::std::env::var($crate::testing::crash::CHILD_ENV) else {
+                return;
+            };
+            $crate::testing::crash::run_child(::std::path::Path::new(&dir), $open);
+        }
+
+        /// Kills the writer 20 times on the same storage; every receipt it
+        /// printed must then be in the log, and the chain must verify.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sigkill_never_loses_a_receipt() {
+            if ::std::env::var($crate::testing::crash::CHILD_ENV).is_ok() {
+                return;
+            }
+            let dir = ::tempfile::tempdir().expect("tempdir");
+            let receipts = $crate::testing::crash::kill_rounds("crash_child", dir.path(), 20);
+            // Reopened as the next writer would (recovering any torn tail).
+            let sink = $open(dir.path().to_path_buf()).await;
+            $crate::testing::crash::check_receipts(&*sink, &receipts).await;
+        }
+    };
 }
