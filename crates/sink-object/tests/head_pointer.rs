@@ -5,19 +5,21 @@ use audit_core::testing::{read_verified, sample_records};
 use audit_core::{RecordBatch, Sink};
 use sink_object::{ObjectSink, ObjectSinkConfig, Service};
 
+fn fs_config(root: &std::path::Path) -> ObjectSinkConfig {
+    ObjectSinkConfig::new(
+        "obj",
+        Service::Fs {
+            root: root.to_path_buf(),
+        },
+        "audit",
+        "log",
+    )
+}
+
 #[tokio::test]
 async fn reopen_finds_segments_written_after_a_stale_head_pointer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = || {
-        ObjectSinkConfig::new(
-            "obj",
-            Service::Fs {
-                root: dir.path().to_path_buf(),
-            },
-            "audit",
-            "log",
-        )
-    };
+    let config = || fs_config(dir.path());
     let recs = sample_records(None, 30);
     let started = std::time::Instant::now();
     {
@@ -43,16 +45,7 @@ async fn reopen_finds_segments_written_after_a_stale_head_pointer() {
 #[tokio::test]
 async fn a_bad_head_pointer_is_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = || {
-        ObjectSinkConfig::new(
-            "obj",
-            Service::Fs {
-                root: dir.path().to_path_buf(),
-            },
-            "audit",
-            "log",
-        )
-    };
+    let config = || fs_config(dir.path());
     let recs = sample_records(None, 12);
     {
         let sink = ObjectSink::open(config()).await.expect("open");
