@@ -9,6 +9,7 @@ Exit 0 when every log verifies (restart warnings allowed), 1 otherwise.
 and prints `N ok`, `N modified` or `N malformed: why` for each.
 Needs the `blake3` package from PyPI.
 """
+import errno
 import json
 import os
 import re
@@ -142,11 +143,32 @@ CHUNK = 8 << 20
 MAX_LINE = 16 << 20  # longer lines are reported, not loaded
 
 
+def last_data_end(f, length):
+    """Where the file's last data region ends (SEEK_DATA/SEEK_HOLE), or
+    `length` where the system cannot tell."""
+    fd, pos, end = f.fileno(), 0, 0
+    try:
+        while True:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                return min(end, length) if e.errno == errno.ENXIO else length
+            end = pos = os.lseek(fd, data, os.SEEK_HOLE)
+    except (AttributeError, OSError):
+        return length
+
+
 def data_end(f):
     """The file's length without a trailing run of NUL bytes (FORMAT.md
-    section 8: preallocated space after the last segment's data)."""
-    end = f.seek(0, os.SEEK_END)
+    section 8: preallocated space after the last segment's data). Past 64 MiB
+    of zeros the tail is not preallocation, and holes are skipped unread."""
+    length = end = f.seek(0, os.SEEK_END)
+    holes_checked = False
     while end > 0:
+        if not holes_checked and length - end >= 64 << 20:
+            holes_checked = True
+            end = min(end, last_data_end(f, end))
+            continue
         start = max(0, end - CHUNK)
         f.seek(start)
         block = f.read(end - start).rstrip(b"\x00")

@@ -84,9 +84,20 @@ pub struct Tail {
 /// record contains a NUL byte, so the run is never part of one.
 pub fn data_end(file: &mut File) -> io::Result<u64> {
     const CHUNK: u64 = 64 * 1024;
-    let mut end = file.metadata()?.len();
+    // Preallocation leaves at most a few MiB of zeros. Past this many, the
+    // tail is something else (a planted, terabyte-long sparse file, say), and
+    // holes, which read as zeros, are skipped without being read.
+    const SKIP_HOLES_AFTER: u64 = 64 << 20;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut holes_checked = false;
     let mut buf = Vec::new();
     while end > 0 {
+        if !holes_checked && len - end >= SKIP_HOLES_AFTER {
+            holes_checked = true;
+            end = end.min(last_data_end(file, end));
+            continue;
+        }
         let start = end.saturating_sub(CHUNK);
         read_at(file, start, (end - start) as usize, &mut buf)?;
         match buf.iter().rposition(|&b| b != 0) {
@@ -95,6 +106,48 @@ pub fn data_end(file: &mut File) -> io::Result<u64> {
         }
     }
     Ok(0)
+}
+
+/// Where the file's last data region ends, by `SEEK_DATA`/`SEEK_HOLE`; `len`
+/// where the filesystem cannot tell. Leaves the file's cursor where it was.
+#[cfg(target_os = "linux")]
+fn last_data_end(file: &File, len: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: lseek only moves this descriptor's offset, which is restored.
+    let cursor = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if cursor < 0 {
+        return len;
+    }
+    let mut pos: libc::off_t = 0;
+    let mut end: libc::off_t = 0;
+    let found = loop {
+        // SAFETY: as above.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after `pos`; anything else: cannot tell.
+            break io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            break false;
+        }
+        end = hole;
+        pos = hole;
+    };
+    // SAFETY: as above.
+    unsafe { libc::lseek(fd, cursor, libc::SEEK_SET) };
+    if found {
+        u64::try_from(end).map_or(len, |e| e.min(len))
+    } else {
+        len
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn last_data_end(_file: &File, len: u64) -> u64 {
+    len
 }
 
 /// The first NUL byte in `[from, to)` of `file`, if any.

@@ -431,3 +431,27 @@ async fn special_files_named_like_segments_are_refused() {
         fs::remove_file(&planted).expect("remove");
     }
 }
+
+/// A last segment extended to a terabyte of holes (sparse, so it costs no
+/// disk) reads as its records followed by zeros: the reader and start-up skip
+/// the holes instead of reading a terabyte, and start-up cuts them off.
+#[tokio::test]
+async fn a_sparse_terabyte_tail_is_skipped_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = sample_records(None, 5);
+    let segment = closed_log(dir.path(), &records).await;
+    let data_len = fs::metadata(&segment).expect("stat").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|f| f.set_len(1 << 40))
+        .expect("extend sparsely");
+    let stored = read_verified(&FileLog::open(dir.path())).await;
+    assert_eq!(stored.len(), 5);
+    let sink = FileSink::open(FileSinkConfig::new("f", dir.path()))
+        .await
+        .expect("reopen");
+    assert_eq!(sink.head().await.expect("head"), Some(records[4].head()));
+    drop(sink);
+    assert_eq!(fs::metadata(&segment).expect("stat").len(), data_len);
+}
