@@ -3,18 +3,10 @@
 
 use audit_core::testing::{read_verified, sample_records};
 use audit_core::{RecordBatch, Sink};
-use sink_object::{ObjectSink, ObjectSinkConfig, Service};
+mod common;
 
-fn fs_config(root: &std::path::Path) -> ObjectSinkConfig {
-    ObjectSinkConfig::new(
-        "obj",
-        Service::Fs {
-            root: root.to_path_buf(),
-        },
-        "audit",
-        "log",
-    )
-}
+use common::fs_config;
+use sink_object::ObjectSink;
 
 #[tokio::test]
 async fn reopen_finds_segments_written_after_a_stale_head_pointer() {

@@ -4,18 +4,11 @@
 
 use audit_core::testing::{read_all, read_verified, sample_records};
 use audit_core::{Record, Sink};
-use sink_object::{ObjectLog, ObjectSink, ObjectSinkConfig, Service};
+use sink_object::{ObjectLog, ObjectSink};
 
-fn config(root: &std::path::Path) -> ObjectSinkConfig {
-    ObjectSinkConfig::new(
-        "obj",
-        Service::Fs {
-            root: root.to_path_buf(),
-        },
-        "audit",
-        "log",
-    )
-}
+mod common;
+
+use common::fs_config;
 
 /// Writes `lines` as the segment object for `first..=last`, as the sink would.
 fn plant(root: &std::path::Path, first: u64, last: u64, lines: &[Vec<u8>]) {
@@ -36,7 +29,7 @@ async fn an_object_larger_than_a_read_range_is_read_whole_and_in_order() {
     let lines: Vec<Vec<u8>> = records.iter().map(|r| r.line().to_vec()).collect();
     assert!(lines.iter().map(Vec::len).sum::<usize>() > 9 << 20);
     plant(dir.path(), 1, 20_000, &lines);
-    let log = ObjectLog::open(&config(dir.path())).expect("log");
+    let log = ObjectLog::open(&fs_config(dir.path())).expect("log");
     let stored = read_verified(&log).await;
     assert_eq!(stored.len(), 20_000);
     assert!(stored
@@ -44,7 +37,7 @@ async fn an_object_larger_than_a_read_range_is_read_whole_and_in_order() {
         .zip(&records)
         .all(|(s, r)| s.text() == r.text()));
     // The sink finds its head from the object's tail, not by loading it.
-    let sink = ObjectSink::open(config(dir.path())).await.expect("open");
+    let sink = ObjectSink::open(fs_config(dir.path())).await.expect("open");
     assert_eq!(
         sink.head().await.expect("head"),
         Some(records[19_999].head())
@@ -65,7 +58,7 @@ async fn a_line_longer_than_any_record_is_reported_not_loaded() {
         records[3].line().to_vec(),
     ];
     plant(dir.path(), 1, 4, &lines);
-    let items = read_all(&ObjectLog::open(&config(dir.path())).expect("log"), 0).await;
+    let items = read_all(&ObjectLog::open(&fs_config(dir.path())).expect("log"), 0).await;
     assert_eq!(items.len(), 5);
     assert_eq!(items[2].oversized, Some((16 << 20) + 10));
     assert!(items[2].text.is_empty());
@@ -83,7 +76,7 @@ async fn a_line_longer_than_any_record_is_reported_not_loaded() {
     let mut tail = vec![b'y'; (16 << 20) + 10];
     tail.push(b'\n');
     plant(dir.path(), 1, 1, &[records[0].line().to_vec(), tail]);
-    let err = ObjectSink::open(config(dir.path()))
+    let err = ObjectSink::open(fs_config(dir.path()))
         .await
         .expect_err("no record at the end");
     assert!(err.to_string().contains("longer than"), "{err}");
