@@ -245,3 +245,47 @@ fn resync_backfills_a_new_sink_from_the_others() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("records: 40"));
 }
+
+/// An entry line whose `arguments` nest `levels` deep.
+fn nested_entry(levels: usize) -> String {
+    format!(
+        "{{\"agent_id\":\"deep\",\"arguments\":{}1{}}}\n",
+        "[".repeat(levels),
+        "]".repeat(levels)
+    )
+}
+
+#[test]
+fn append_takes_entries_as_deep_as_the_api_and_rejects_deeper_ones_by_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let max = audit_core::MAX_NESTING;
+    let mut input = entries(0, 2);
+    input.push_str(&nested_entry(max));
+    input.push_str(&nested_entry(max + 1));
+    // Deep enough to overflow a recursive parser's stack.
+    input.push_str(&nested_entry(100_000));
+    // Brackets inside strings are not nesting.
+    input.push_str(&format!(
+        "{{\"agent_id\":\"{}\",\"arguments\":{{\"s\":\"]]]}}}}\\\"[[[\"}}}}\n",
+        "[".repeat(300)
+    ));
+    input.push_str(&entries(2, 2));
+    let out = audit(dir.path(), &["append", "--receipts"], input.as_bytes());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 4: rejected") && err.contains("line 5: rejected"),
+        "{err}"
+    );
+    assert!(err.contains("nested more than 128 levels"), "{err}");
+    assert!(!err.contains("line 3: rejected"), "{err}");
+    assert!(!err.contains("line 6: rejected"), "{err}");
+    assert!(err.contains("6 appended"), "{err}");
+
+    let out = audit(dir.path(), &["verify", "--strict", "--json"], b"");
+    assert!(
+        out.status.success(),
+        "the deepest accepted entry must make a well-formed record: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -212,9 +212,7 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
                     }
                     match std::str::from_utf8(&buf) {
                         Err(e) => Err(format!("not UTF-8 at byte {}", e.valid_up_to())),
-                        Ok(text) => {
-                            serde_json::from_str::<AuditEntry>(text).map_err(|e| e.to_string())
-                        }
+                        Ok(text) => parse_entry(text),
                     }
                 }
                 Err(e) => {
@@ -280,6 +278,57 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     } else {
         0
     }
+}
+
+/// Parses one input line as an entry. An entry may nest as deep as the API
+/// accepts (`arguments` up to [`audit_core::MAX_NESTING`] levels), which is
+/// one level more than serde_json's default limit counts with the entry's own
+/// object; the depth is checked first, so lifting that limit cannot exhaust
+/// the stack.
+fn parse_entry(text: &str) -> Result<AuditEntry, String> {
+    let max = audit_core::MAX_NESTING + 1;
+    if json_depth_exceeds(text.as_bytes(), max) {
+        return Err(format!(
+            "nested more than {} levels below the entry",
+            audit_core::MAX_NESTING
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let entry =
+        <AuditEntry as serde::Deserialize>::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(entry)
+}
+
+/// Whether arrays and objects in `json` nest more than `max` levels, counting
+/// the outermost as level 1. Brackets inside strings do not count; the text
+/// need not be valid JSON (the parser reports that).
+fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Reads one line into `buf` keeping at most `max` bytes. `Ok(None)` at end of
