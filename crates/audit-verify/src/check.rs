@@ -118,16 +118,29 @@ fn columns_disagree(text: &[u8], columns: &[(String, Option<String>)]) -> Option
         if &expected != stored {
             return Some(format!(
                 "index column {name} holds {} but the record says {}",
-                stored
-                    .as_deref()
-                    .map_or("NULL".into(), |s| format!("{s:?}")),
-                expected
-                    .as_deref()
-                    .map_or("NULL".into(), |s| format!("{s:?}")),
+                shown(stored.as_deref()),
+                shown(expected.as_deref()),
             ));
         }
     }
     None
+}
+
+/// A column value for a finding: quoted, and cut short when long, so that a
+/// hostile value cannot flood the report.
+fn shown(value: Option<&str>) -> String {
+    const SHOWN: usize = 120;
+    let Some(v) = value else {
+        return "NULL".into();
+    };
+    if v.len() <= SHOWN {
+        return format!("{v:?}");
+    }
+    let mut cut = SHOWN;
+    while !v.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &v[..cut], v.len())
 }
 
 struct Gap {

@@ -237,13 +237,25 @@ fn read_rows(
     max_line: usize,
 ) -> Result<Vec<StoredRecord>, SinkError> {
     let err = |e| map(name, path, "read records", e);
+    // An index column longer than the longest record cannot have come from
+    // its record: its first `max_line + 1` bytes show that as well as all of
+    // it, and a hostile database cannot make the reader hold gigabytes.
+    let columns = INDEX_COLUMNS
+        .iter()
+        .map(|c| {
+            format!(
+                "CASE WHEN length(CAST({c} AS BLOB)) > ?3 \
+                 THEN substr(CAST({c} AS BLOB), 1, ?3 + 1) ELSE {c} END"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut stmt = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT seq, length(CAST(record AS BLOB)), \
              CASE WHEN length(CAST(record AS BLOB)) > ?3 THEN NULL ELSE CAST(record AS BLOB) END, \
-             ts_ns, agent_id, tool_called, authorization_decision, request_id, task_session_id \
-             FROM records WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-        )
+             {columns} FROM records WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+        ))
         .map_err(err)?;
     let rows = stmt
         .query_map(

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use audit_core::testing::{read_verified, sample_entry, sample_records};
-use audit_core::{AuditLog, RecordBatch, Sink, SinkError, SinkSpec, WriterConfig};
+use audit_core::{AuditLog, RecordBatch, RecordReader, Sink, SinkError, SinkSpec, WriterConfig};
 use rusqlite::Connection;
 use sink_sqlite::{Query, SqliteLog, SqliteSink, SqliteSinkConfig};
 
@@ -364,4 +364,37 @@ async fn records_survive_concurrent_checkpoints() {
         .iter()
         .zip(&records)
         .all(|(s, r)| s.text() == r.text()));
+}
+
+#[tokio::test]
+async fn an_oversized_index_column_is_a_short_finding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("huge.db");
+    filled(&path, 5).await;
+    // 64 MiB in one index column: more than any record may hold.
+    sqlite3(
+        &path,
+        "DROP TRIGGER records_no_update; \
+         UPDATE records SET agent_id = hex(zeroblob(33554432)) WHERE seq = 3;",
+    );
+    let found = modified_at(&path).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 3);
+    assert!(found[0].1.contains("agent_id"), "{}", &found[0].1[..200]);
+    assert!(
+        found[0].1.len() < 1000,
+        "the finding quotes the column whole: {} bytes",
+        found[0].1.len()
+    );
+    // The reader hands out at most the record limit plus one byte of it.
+    let log = SqliteLog::open_read_only(&path).await.expect("open");
+    let mut cursor = log.read_from(3).await.expect("read");
+    let items = cursor.next_batch(1).await.expect("row").expect("some");
+    let columns = items[0].columns.clone().expect("columns");
+    let agent = columns
+        .iter()
+        .find(|(c, _)| c == "agent_id")
+        .and_then(|(_, v)| v.as_ref())
+        .expect("agent_id");
+    assert_eq!(agent.len(), (16 << 20) + 1);
 }
