@@ -300,6 +300,96 @@ async fn file_sink(dir: &Path, name: &str) -> Arc<dyn Sink> {
     )
 }
 
+/// What one closed-loop batch cycle cannot avoid on this machine: the
+/// `pwrite` + `fdatasync` of a 64-entry batch into preallocated space, and
+/// the two hand-offs between threads (to the sink's thread and back). Both
+/// are measured without the log, so the table shows how far the log's own
+/// work is from the floor.
+fn bench_floor(rows: &mut Vec<Row>, base: &Path) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("floor.dat"))
+        .expect("floor file");
+    // 64 records of ~640 bytes, written where zeros were made durable first,
+    // as the file sink's preallocation does.
+    let batch = vec![b'x'; 64 * 640];
+    let rounds = 3000u64;
+    let zeros = vec![0u8; 1 << 20];
+    let space = rounds * batch.len() as u64;
+    let mut at = 0;
+    while at < space {
+        file.write_all_at(&zeros, at).expect("zeros");
+        at += zeros.len() as u64;
+    }
+    file.sync_all().expect("sync zeros");
+    let mut syncs = Vec::with_capacity(rounds as usize);
+    for i in 0..rounds {
+        let t = Instant::now();
+        file.write_all_at(&batch, i * batch.len() as u64)
+            .expect("pwrite");
+        file.sync_data().expect("fdatasync");
+        syncs.push(t.elapsed());
+    }
+    syncs.sort_unstable();
+    let sync = syncs[syncs.len() / 2];
+    row(
+        rows,
+        "floor: pwrite of a 64-entry batch (41 KB) + fdatasync, preallocated",
+        format!("median {:.0} µs", sync.as_secs_f64() * 1e6),
+        "",
+    );
+    // A job sent to a sleeping thread over a channel and its answer sent back,
+    // as between the writer and a sink's thread.
+    let (to_tx, to_rx) = std::sync::mpsc::channel::<u64>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<u64>();
+    let echo = std::thread::spawn(move || {
+        while let Ok(v) = to_rx.recv() {
+            if back_tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut trips = Vec::with_capacity(5000);
+    for i in 0..5000u64 {
+        let t = Instant::now();
+        to_tx.send(i).expect("send");
+        back_rx.recv().expect("echo");
+        trips.push(t.elapsed());
+        // Let the echo thread fall asleep, as a sink's thread does while a
+        // batch gathers.
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    drop(to_tx);
+    let _ = echo.join();
+    trips.sort_unstable();
+    let trip = trips[trips.len() / 2];
+    row(
+        rows,
+        "floor: hand-off to a sleeping thread and back (std channels)",
+        format!("median {:.0} µs", trip.as_secs_f64() * 1e6),
+        "",
+    );
+    let floor = sync + trip;
+    row(
+        rows,
+        "floor: 64 closed-loop producers if serializing, chaining and waking them took no time",
+        format!(
+            "{} ({:.0} µs per cycle)",
+            fmt_rate(64.0 / floor.as_secs_f64()),
+            floor.as_secs_f64() * 1e6
+        ),
+        format!(
+            "300 k/s leaves {:.0} µs of the cycle for 64 entries' CPU work",
+            (64.0 / 300_000.0 - floor.as_secs_f64()) * 1e6
+        ),
+    );
+}
+
 async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     let dur = Duration::from_secs(secs);
     // Deleting a run's files makes the disk busy (online discard) during the
@@ -795,10 +885,10 @@ fn profile_verify_parts() {
 const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
        audit-bench --file-only [PRODUCERS]
        audit-bench --profile-verify
-GROUP is one of codec, appends, object, sqlite, big. Data goes under
+GROUP is one of codec, floor, appends, object, sqlite, big. Data goes under
 $AUDIT_BENCH_DIR (default target/bench-data).";
 
-const GROUPS: [&str; 5] = ["codec", "appends", "object", "sqlite", "big"];
+const GROUPS: [&str; 6] = ["codec", "floor", "appends", "object", "sqlite", "big"];
 
 #[derive(Default)]
 struct Args {
@@ -889,6 +979,9 @@ fn main() {
     }
     rt.block_on(async {
         let secs = if quick { 1 } else { 3 };
+        if runs("floor") {
+            bench_floor(&mut rows, Path::new(&base));
+        }
         if runs("appends") {
             bench_appends(&mut rows, Path::new(&base), secs).await;
         }
