@@ -45,6 +45,9 @@ def ordered(pairs):
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")
+# A parsed string holds a surrogate only through a \u escape of one (raw
+# surrogates are not UTF-8): records without such an escape skip the walk.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 NOT_BRACKET = re.compile(rb"[^\[\]{}]")
 # FORMAT.md section 5: values nest at most this deep below the record's object.
@@ -95,8 +98,9 @@ def parse(text):
     if seq >= 2**64:
         raise Malformed("sequence overflows 64 bits")
     # Checked before parsing: Python's parser recurses, and hostile nesting
-    # would exhaust its stack.
-    if nesting(text) > MAX_NESTING:
+    # would exhaust its stack. Too few brackets to nest that deep, counting
+    # those in strings too, settles it without the scan.
+    if text.count(b"[") + text.count(b"{") > MAX_NESTING + 1 and nesting(text) > MAX_NESTING:
         raise Malformed(f"values nest deeper than {MAX_NESTING} levels")
     try:
         # Duplicate members are refused at every depth; the top level keeps order.
@@ -104,7 +108,7 @@ def parse(text):
     except (ValueError, Malformed) as e:
         raise Malformed(f"invalid JSON: {e}")
     # A pair of escapes decodes to one character; what is left is unpaired.
-    if any(SURROGATE.search(s) for s in strings(top)):
+    if SURROGATE_ESCAPE.search(text) and any(SURROGATE.search(s) for s in strings(top)):
         raise Malformed("an escape is an unpaired UTF-16 surrogate")
     if not isinstance(top, list):
         raise Malformed("not a JSON object")
