@@ -300,6 +300,20 @@ async fn file_sink(dir: &Path, name: &str) -> Arc<dyn Sink> {
     )
 }
 
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_row(rows: &mut Vec<Row>, name: &str, median: Duration) {
+    row(
+        rows,
+        name,
+        format!("median {:.0} µs", median.as_secs_f64() * 1e6),
+        "",
+    );
+}
+
 /// What one closed-loop batch cycle cannot avoid on this machine: the
 /// `pwrite` + `fdatasync` of a 64-entry batch into preallocated space, and
 /// the two hand-offs between threads (to the sink's thread and back). Both
@@ -335,13 +349,11 @@ fn bench_floor(rows: &mut Vec<Row>, base: &Path) {
         file.sync_data().expect("fdatasync");
         syncs.push(t.elapsed());
     }
-    syncs.sort_unstable();
-    let sync = syncs[syncs.len() / 2];
-    row(
+    let sync = median(syncs);
+    median_row(
         rows,
         "floor: pwrite of a 64-entry batch (41 KB) + fdatasync, preallocated",
-        format!("median {:.0} µs", sync.as_secs_f64() * 1e6),
-        "",
+        sync,
     );
     // A job sent to a sleeping thread over a channel and its answer sent back,
     // as between the writer and a sink's thread.
@@ -366,13 +378,11 @@ fn bench_floor(rows: &mut Vec<Row>, base: &Path) {
     }
     drop(to_tx);
     let _ = echo.join();
-    trips.sort_unstable();
-    let trip = trips[trips.len() / 2];
-    row(
+    let trip = median(trips);
+    median_row(
         rows,
         "floor: hand-off to a sleeping thread and back (std channels)",
-        format!("median {:.0} µs", trip.as_secs_f64() * 1e6),
-        "",
+        trip,
     );
     let floor = sync + trip;
     row(
