@@ -228,18 +228,12 @@ impl RecordCursor for SqliteCursor {
     }
 }
 
-fn read_rows(
-    conn: &Connection,
-    name: &str,
-    path: &Path,
-    from: i64,
-    max: usize,
-    max_line: usize,
-) -> Result<Vec<StoredRecord>, SinkError> {
-    let err = |e| map(name, path, "read records", e);
-    // An index column longer than the longest record cannot have come from
-    // its record: its first `max_line + 1` bytes show that as well as all of
-    // it, and a hostile database cannot make the reader hold gigabytes.
+/// Reads rows from `?1` on, at most `?2` of them. A record longer than `?3`
+/// (the line limit) comes back as NULL with its length. An index column
+/// longer than that comes back cut to its first `?3 + 1` bytes: such a column
+/// cannot have come from its record, and those bytes show it as well as all of
+/// it would, without a hostile database making the reader hold gigabytes.
+static READ_ROWS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let columns = INDEX_COLUMNS
         .iter()
         .map(|c| {
@@ -250,13 +244,23 @@ fn read_rows(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT seq, length(CAST(record AS BLOB)), \
-             CASE WHEN length(CAST(record AS BLOB)) > ?3 THEN NULL ELSE CAST(record AS BLOB) END, \
-             {columns} FROM records WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
-        ))
-        .map_err(err)?;
+    format!(
+        "SELECT seq, length(CAST(record AS BLOB)), \
+         CASE WHEN length(CAST(record AS BLOB)) > ?3 THEN NULL ELSE CAST(record AS BLOB) END, \
+         {columns} FROM records WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+    )
+});
+
+fn read_rows(
+    conn: &Connection,
+    name: &str,
+    path: &Path,
+    from: i64,
+    max: usize,
+    max_line: usize,
+) -> Result<Vec<StoredRecord>, SinkError> {
+    let err = |e| map(name, path, "read records", e);
+    let mut stmt = conn.prepare_cached(&READ_ROWS_SQL).map_err(err)?;
     let rows = stmt
         .query_map(
             rusqlite::params![from, max.max(1) as i64, max_line as i64],
