@@ -538,3 +538,39 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
     );
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth_exceeds;
+
+    /// The depth serde_json sees in a valid JSON text.
+    fn parsed_depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(parsed_depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(parsed_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_depth_scan_agrees_with_the_parser() {
+        let cases = [
+            r#"1"#,
+            r#"[]"#,
+            r#"[[],[[]]]"#,
+            r#"{"a":"]]]","b":[{"c":"[["}]}"#,
+            r#"["\"[[[\"",[1]]"#,
+            r#"["\\",[[2]]]"#,
+            r#"{"\\\"{":{"k":"\\\\\"}}}"}}"#,
+            r#"{"a":[{"b":[{"c":[]}]}]}"#,
+        ];
+        for text in cases {
+            let value: serde_json::Value = serde_json::from_str(text).expect(text);
+            let depth = parsed_depth(&value);
+            assert!(!json_depth_exceeds(text.as_bytes(), depth), "{text}");
+            if depth > 0 {
+                assert!(json_depth_exceeds(text.as_bytes(), depth - 1), "{text}");
+            }
+        }
+    }
+}
