@@ -51,7 +51,24 @@ pub fn find_binary() -> Option<PathBuf> {
 impl Garage {
     /// Starts Garage in `dir` (created), lays out one node, creates a bucket
     /// and a key with read/write on it.
+    ///
+    /// Its ports are picked free and released before Garage binds them, so a
+    /// server started in parallel (another test's) can take one first. Start
+    /// then fails to see this server answer on its S3 port with its own key,
+    /// and tries again on new ports, three times in all.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self, String> {
+        let mut failures = Vec::new();
+        for attempt in 1..=3 {
+            let attempt_dir = dir.join(format!("attempt-{attempt}"));
+            match Self::start_once(bin, &attempt_dir) {
+                Ok(g) => return Ok(g),
+                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    fn start_once(bin: &Path, dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (rpc, s3, admin) = (free_port(), free_port(), free_port());
         let (rpc, s3, admin) = match (rpc, s3, admin) {
@@ -156,6 +173,9 @@ impl Garage {
         }
     }
 
+    /// Waits until the S3 endpoint is this server's, ready for the tests: an
+    /// object written there with this server's key reads back. An open port
+    /// alone could be another server's.
     fn wait_ready(&self) -> Result<(), String> {
         let addr = self.endpoint.trim_start_matches("http://").to_string();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -165,7 +185,25 @@ impl Garage {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
+        let b = opendal::services::S3::default()
+            .bucket(&self.bucket)
+            .endpoint(&self.endpoint)
+            .region(&self.region)
+            .access_key_id(&self.key_id)
+            .secret_access_key(&self.secret)
+            .disable_ec2_metadata();
+        let op = opendal::Operator::new(b).map_err(|e| format!("S3 client: {e}"))?;
+        let endpoint = self.endpoint.clone();
+        // Its own thread and runtime: callers may be sync or inside a runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime for the S3 probe: {e}"))?;
+            rt.block_on(probe(op, endpoint, deadline))
+        })
+        .join()
+        .map_err(|_| "the S3 probe panicked".to_string())?
     }
 
     fn cli(&self, args: &[&str]) -> Result<String, String> {
@@ -209,6 +247,30 @@ impl Garage {
             ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
             ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
         ]
+    }
+}
+
+/// Writes, reads back and deletes one object until that works or `deadline`.
+async fn probe(op: opendal::Operator, endpoint: String, deadline: Instant) -> Result<(), String> {
+    let name = format!("readiness-probe-{}", std::process::id());
+    let nonce = format!("{:?}", Instant::now()).into_bytes();
+    loop {
+        let attempt = async {
+            op.write(&name, nonce.clone()).await?;
+            let back = op.read(&name).await?.to_vec();
+            op.delete(&name).await?;
+            Ok::<_, opendal::Error>(back)
+        };
+        match attempt.await {
+            Ok(back) if back == nonce => return Ok(()),
+            Ok(_) => return Err(format!("{endpoint} returned another object than written")),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!(
+                    "{endpoint} did not take this server's key within 30 s: {e}"
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 
