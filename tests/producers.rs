@@ -1,7 +1,7 @@
 //! 1,000 concurrent producers × 100 entries into a real file sink and a real
 //! SQLite sink: unique, contiguous receipts, and the chain verifies on both.
 
-use audit_core::testing::sample_entry;
+use audit_core::testing::append_concurrently;
 use audit_verify::{verify, Source, VerifyOptions};
 use auditlog::config::Config;
 
@@ -16,28 +16,11 @@ async fn thousand_producers_on_file_and_sqlite() {
     )
     .expect("config");
     let log = auditlog::open(&config).await.expect("open");
-    let mut tasks = Vec::new();
-    for p in 0..1000u64 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(100);
-            for i in 0..100 {
-                out.push(
-                    log.append(&sample_entry(p * 100 + i))
-                        .await
-                        .expect("append"),
-                );
-            }
-            out
-        }));
-    }
     let mut seqs = Vec::new();
     let mut hashes = std::collections::HashMap::new();
-    for t in tasks {
-        for r in t.await.expect("producer") {
-            seqs.push(r.seq);
-            hashes.insert(r.seq, r.hash.to_hex());
-        }
+    for r in append_concurrently(&log, 1000, 100).await {
+        seqs.push(r.seq);
+        hashes.insert(r.seq, r.hash.to_hex());
     }
     log.close().await;
     seqs.sort_unstable();

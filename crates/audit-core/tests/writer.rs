@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_core::testing::{read_verified, sample_entry, Fault, FaultySink};
+use audit_core::testing::{append_concurrently, read_verified, sample_entry, Fault, FaultySink};
 use audit_core::{
     AppendError, AuditLog, Durability, HealthState, MemorySink, OpenError, Record, Sink, SinkSpec,
     SpoolConfig, WhenFull, WriterConfig,
@@ -253,25 +253,7 @@ async fn thousand_producers_get_unique_contiguous_receipts() {
     )
     .await
     .expect("open");
-    let mut tasks = Vec::new();
-    for p in 0..1000u64 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(100);
-            for i in 0..100 {
-                out.push(
-                    log.append(&sample_entry(p * 1000 + i))
-                        .await
-                        .expect("append"),
-                );
-            }
-            out
-        }));
-    }
-    let mut receipts = Vec::new();
-    for t in tasks {
-        receipts.extend(t.await.expect("producer"));
-    }
+    let mut receipts = append_concurrently(&log, 1000, 100).await;
     log.close().await;
     receipts.sort_by_key(|r| r.seq);
     assert_eq!(receipts.len(), 100_000);

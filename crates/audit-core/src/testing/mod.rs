@@ -21,7 +21,7 @@ use crate::record::{ChainHead, Record};
 use crate::sink::{
     RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError, StoredRecord,
 };
-use crate::writer::{AuditLog, SinkSpec, WriterConfig};
+use crate::writer::{AuditLog, Receipt, SinkSpec, WriterConfig};
 
 /// Opens sinks for the kit.
 #[async_trait]
@@ -161,6 +161,33 @@ pub async fn head_after_reopen(h: &dyn Harness) {
     assert_eq!(read_verified(sink.as_ref()).await.len(), 40);
 }
 
+/// Appends `per_producer` sample entries from each of `producers` concurrent
+/// tasks (entry `p * per_producer + i` from task `p`), and returns every
+/// receipt, in no particular order.
+pub async fn append_concurrently(
+    log: &AuditLog,
+    producers: u64,
+    per_producer: u64,
+) -> Vec<Receipt> {
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut receipts = Vec::with_capacity(per_producer as usize);
+            for i in 0..per_producer {
+                let entry = sample_entry(p * per_producer + i);
+                receipts.push(log.append(&entry).await.expect("append"));
+            }
+            receipts
+        }));
+    }
+    let mut receipts = Vec::new();
+    for t in tasks {
+        receipts.extend(t.await.expect("producer"));
+    }
+    receipts
+}
+
 /// Many producers through the writer: contiguous, ordered, every receipt stored.
 pub async fn concurrent_producers_keep_order(h: &dyn Harness) {
     let sink = h.open("concurrent").await;
@@ -170,25 +197,7 @@ pub async fn concurrent_producers_keep_order(h: &dyn Harness) {
     )
     .await
     .expect("open log");
-    let mut tasks = Vec::new();
-    for p in 0..32u64 {
-        let log = log.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut receipts = Vec::new();
-            for i in 0..50u64 {
-                receipts.push(
-                    log.append(&sample_entry(p * 1000 + i))
-                        .await
-                        .expect("append"),
-                );
-            }
-            receipts
-        }));
-    }
-    let mut receipts = Vec::new();
-    for t in tasks {
-        receipts.extend(t.await.expect("producer"));
-    }
+    let receipts = append_concurrently(&log, 32, 50).await;
     log.close().await;
     let stored = read_verified(sink.as_ref()).await;
     assert_eq!(stored.len(), 1600);
