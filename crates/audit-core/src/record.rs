@@ -303,6 +303,14 @@ pub struct ParsedRecord<'a> {
     pub record_type: Option<Cow<'a, str>>,
 }
 
+/// Whether a stored line is a well-formed record whose sequence comes before
+/// `from_seq`: readers asked to start at `from_seq` skip it. A line that is
+/// oversized or whose chain members cannot be read is never skipped, so a
+/// damaged line is always reported.
+pub fn precedes(text: &[u8], oversized: bool, from_seq: u64) -> bool {
+    from_seq > 1 && !oversized && parse_chain_suffix(text).is_ok_and(|(seq, ..)| seq < from_seq)
+}
+
 /// The chain members read from the end of a line by their fixed byte layout,
 /// without validating the JSON before them. Readers use it to seek; verifiers
 /// use [`parse_record`].

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use audit_core::record::parse_chain_suffix;
+use audit_core::record::precedes;
 use audit_core::{Location, RecordCursor, RecordReader, SinkError, StoredRecord};
 
 use crate::segments::list_segments;
@@ -155,12 +155,8 @@ impl CursorState {
 
     fn emit(&mut self, text: bytes::Bytes, start: u64, oversized: Option<u64>, terminated: bool) {
         self.line += 1;
-        if self.from_seq > 1 && oversized.is_none() {
-            if let Ok((seq, ..)) = parse_chain_suffix(&text) {
-                if seq < self.from_seq {
-                    return;
-                }
-            }
+        if precedes(&text, oversized.is_some(), self.from_seq) {
+            return;
         }
         let mut item = StoredRecord::new(
             Location::Line {

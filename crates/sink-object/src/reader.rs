@@ -1,7 +1,7 @@
 //! Reading a log from its segment objects.
 
 use async_trait::async_trait;
-use audit_core::record::parse_chain_suffix;
+use audit_core::record::precedes;
 use audit_core::{Location, RecordCursor, RecordReader, SinkError, StoredRecord};
 use opendal::{ErrorKind, Operator};
 
@@ -194,12 +194,8 @@ impl ObjectCursor {
             return;
         };
         obj.line += 1;
-        if self.from_seq > 1 && oversized.is_none() {
-            if let Ok((seq, ..)) = parse_chain_suffix(&text) {
-                if seq < self.from_seq {
-                    return;
-                }
-            }
+        if precedes(&text, oversized.is_some(), self.from_seq) {
+            return;
         }
         let mut item = StoredRecord::new(
             Location::Object {
