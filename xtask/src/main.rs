@@ -150,6 +150,18 @@ fn test() -> Result {
     Ok(())
 }
 
+/// Runs the independent verifier on `path`, killed after `secs` seconds: a
+/// verifier that blocks must fail the check, not hang it.
+fn python_verify_within(secs: u32, path: &Path) -> Result<std::process::Output> {
+    Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg(path)
+        .output()
+        .map_err(|e| format!("python: {e}"))
+}
+
 /// Writes a log with the `audit` binary and checks it, and the
 /// seed fixtures, with the Python verifier written from docs/FORMAT.md.
 fn independent_verify() -> Result {
@@ -242,13 +254,7 @@ fn independent_verify() -> Result {
         .open(&sparse)
         .and_then(|f| f.set_len(1 << 40))
         .map_err(|e| format!("{}: {e}", sparse.display()))?;
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(python())
-        .arg(root().join("tests/independent_verify.py"))
-        .arg(&sparse)
-        .output()
-        .map_err(|e| format!("python: {e}"))?;
+    let out = python_verify_within(120, &sparse)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !stdout.contains("300 records") {
         return Err(format!(
@@ -262,13 +268,7 @@ fn independent_verify() -> Result {
     std::fs::copy(&seg, planted.join("audit-00000000000000000001.jsonl"))
         .map_err(|e| format!("copy {}: {e}", seg.display()))?;
     run(Command::new("mkfifo").arg(planted.join("audit-00000000000000000099.jsonl")))?;
-    let fifo = Command::new("timeout")
-        .arg("60")
-        .arg(python())
-        .arg(root().join("tests/independent_verify.py"))
-        .arg(&planted)
-        .output()
-        .map_err(|e| format!("python: {e}"))?;
+    let fifo = python_verify_within(60, &planted)?;
     if fifo.status.code() != Some(1)
         || !String::from_utf8_lossy(&fifo.stdout).contains("not a regular file")
     {
