@@ -322,25 +322,11 @@ fn median_row(rows: &mut Vec<Row>, name: &str, median: Duration) {
 fn bench_floor(rows: &mut Vec<Row>, base: &Path) {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.path().join("floor.dat"))
-        .expect("floor file");
     // 64 records of ~640 bytes, written where zeros were made durable first,
     // as the file sink's preallocation does.
     let batch = vec![b'x'; 64 * 640];
     let rounds = 3000u64;
-    let zeros = vec![0u8; 1 << 20];
-    let space = rounds * batch.len() as u64;
-    let mut at = 0;
-    while at < space {
-        file.write_all_at(&zeros, at).expect("zeros");
-        at += zeros.len() as u64;
-    }
-    file.sync_all().expect("sync zeros");
+    let file = preallocated(&dir.path().join("floor.dat"), rounds * batch.len() as u64);
     let mut syncs = Vec::with_capacity(rounds as usize);
     for i in 0..rounds {
         let t = Instant::now();
@@ -398,6 +384,305 @@ fn bench_floor(rows: &mut Vec<Row>, base: &Path) {
             (64.0 / 300_000.0 - floor.as_secs_f64()) * 1e6
         ),
     );
+}
+
+/// A file of `bytes` zeros made durable, so a write into it later is like a
+/// write into the file sink's preallocated segment: fdatasync flushes data
+/// only.
+fn preallocated(path: &Path, bytes: u64) -> std::fs::File {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("preallocated file");
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < bytes {
+        file.write_all_at(&zeros, at).expect("zeros");
+        at += zeros.len() as u64;
+    }
+    file.sync_all().expect("sync zeros");
+    file
+}
+
+/// The model sinks' disk: each batch is one `pwrite` and one `fdatasync`. By
+/// default the space ahead is zeroed as the file sink does it, 8 MiB at a
+/// time when a batch reaches the end, inline and flushed by that batch's
+/// fdatasync; or the space is all zeroed and made durable before the run.
+struct ModelDisk {
+    file: std::fs::File,
+    at: u64,
+    zeroed: u64,
+    zero_ahead: bool,
+}
+
+impl ModelDisk {
+    /// As the file sink's default `preallocate_bytes`.
+    const CHUNK: u64 = 8 << 20;
+    /// With the space zeroed beforehand, batches go round in this much.
+    const SPACE: u64 = 64 << 20;
+
+    fn open(path: &Path, zero_ahead: bool) -> Self {
+        let file = if zero_ahead {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(path)
+                .expect("model file")
+        } else {
+            preallocated(path, Self::SPACE)
+        };
+        Self {
+            file,
+            at: 0,
+            zeroed: if zero_ahead { 0 } else { Self::SPACE },
+            zero_ahead,
+        }
+    }
+
+    fn write_durably(&mut self, batch: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let end = self.at + batch.len() as u64;
+        if !self.zero_ahead && end > Self::SPACE {
+            self.at = 0;
+        } else if end > self.zeroed {
+            static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+            let target = (self.zeroed + Self::CHUNK).max(end);
+            while self.zeroed < target {
+                let n = (target - self.zeroed).min(ZEROS.len() as u64);
+                self.file
+                    .write_all_at(&ZEROS[..n as usize], self.zeroed)
+                    .expect("zeros");
+                self.zeroed += n;
+            }
+        }
+        self.file.write_all_at(batch, self.at).expect("pwrite");
+        self.file.sync_data().expect("fdatasync");
+        self.at += batch.len() as u64;
+    }
+}
+
+/// The writer's straggler rule (audit-core's writer/mod.rs): a batch waits
+/// for the producers the previous one woke while they keep arriving.
+const STRAGGLER_GAP: Duration = Duration::from_micros(40);
+const STRAGGLER_WAIT: Duration = Duration::from_micros(250);
+
+type ModelAppend = (Vec<u8>, tokio::sync::oneshot::Sender<u64>);
+
+/// How the model moves sealed records to its disk thread.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ModelPlumbing {
+    /// One batch in flight, gathered with the writer's straggler rule.
+    OneBatch,
+    /// The disk thread takes whatever is sealed whenever it finishes a write.
+    SinkPull,
+}
+
+/// The 64-producer row's work with none of the writer's plumbing: producers
+/// serialize the same entries and the same sequencer chains them, but there
+/// is one sink, no policy, no retention and no health, and receipts go
+/// straight back. What this reaches is what the plumbing could at best add up
+/// to on this machine.
+async fn model_rate(disk: ModelDisk, plumbing: ModelPlumbing, producers: usize, secs: u64) -> f64 {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ModelAppend>(4096);
+    let driver = tokio::spawn(async move {
+        match plumbing {
+            ModelPlumbing::OneBatch => model_one_batch(disk, &mut rx).await,
+            ModelPlumbing::SinkPull => model_sink_pull(disk, &mut rx).await,
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut feed = EntryFeed::new(p);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut body = Vec::with_capacity(1024);
+                encode_entry_body(feed.next(), &mut body).expect("serialize");
+                let (reply, receipt) = tokio::sync::oneshot::channel();
+                tx.send((body, reply)).await.expect("model driver");
+                receipt.await.expect("model receipt");
+                n += 1;
+            }
+            n
+        }));
+    }
+    drop(tx);
+    let mut appended = 0;
+    for t in tasks {
+        appended += t.await.expect("producer");
+    }
+    let rate = per_sec(appended, start.elapsed());
+    driver.await.expect("model driver");
+    rate
+}
+
+async fn model_one_batch(disk: ModelDisk, rx: &mut tokio::sync::mpsc::Receiver<ModelAppend>) {
+    let (jobs, jobs_rx) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
+    let thread = std::thread::spawn(move || {
+        let mut disk = disk;
+        while let Ok((batch, done)) = jobs_rx.recv() {
+            disk.write_durably(&batch);
+            let _ = done.send(());
+        }
+    });
+    let mut seq = Sequencer::new();
+    let mut last_batch = 0;
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(64 << 10);
+        let mut waiters = Vec::with_capacity(last_batch);
+        let mut take = |(body, reply): ModelAppend, waiters: &mut Vec<_>| {
+            let r = seq.seal_owned(body);
+            batch.extend_from_slice(r.line());
+            waiters.push((r.seq(), reply));
+        };
+        take(first, &mut waiters);
+        let gather_start = Instant::now();
+        let mut last_arrival = gather_start;
+        loop {
+            match rx.try_recv() {
+                Ok(a) => {
+                    take(a, &mut waiters);
+                    last_arrival = Instant::now();
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+                    if waiters.len() < last_batch
+                        && last_arrival.elapsed() < STRAGGLER_GAP
+                        && gather_start.elapsed() < STRAGGLER_WAIT =>
+                {
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => break,
+            }
+        }
+        last_batch = waiters.len();
+        let (done, written) = tokio::sync::oneshot::channel();
+        jobs.send((batch, done)).expect("model disk thread");
+        written.await.expect("model disk thread");
+        for (seq, reply) in waiters {
+            let _ = reply.send(seq);
+        }
+    }
+    drop(jobs);
+    thread.join().expect("model disk thread");
+}
+
+async fn model_sink_pull(disk: ModelDisk, rx: &mut tokio::sync::mpsc::Receiver<ModelAppend>) {
+    use std::sync::{Condvar, Mutex};
+    #[derive(Default)]
+    struct Open {
+        batch: Vec<u8>,
+        last: u64,
+        idle: bool,
+        closed: bool,
+    }
+    let shared = Arc::new((Mutex::new(Open::default()), Condvar::new()));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let thread_shared = shared.clone();
+    let thread = std::thread::spawn(move || {
+        let mut disk = disk;
+        let (open, wake) = &*thread_shared;
+        loop {
+            let (batch, last) = {
+                let mut o = open.lock().expect("model lock");
+                while o.batch.is_empty() && !o.closed {
+                    o.idle = true;
+                    o = wake.wait(o).expect("model lock");
+                }
+                if o.batch.is_empty() {
+                    return;
+                }
+                o.idle = false;
+                (std::mem::take(&mut o.batch), o.last)
+            };
+            disk.write_durably(&batch);
+            let _ = done_tx.send(last);
+        }
+    });
+    let mut seq = Sequencer::new();
+    let mut waiters: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<u64>)> =
+        std::collections::VecDeque::new();
+    let mut sealed = Vec::with_capacity(64 << 10);
+    let mut open_rx = true;
+    while open_rx || !waiters.is_empty() {
+        tokio::select! {
+            biased;
+            Some(durable) = done_rx.recv() => {
+                while waiters.front().is_some_and(|(s, _)| *s <= durable) {
+                    if let Some((s, reply)) = waiters.pop_front() {
+                        let _ = reply.send(s);
+                    }
+                }
+            }
+            a = rx.recv(), if open_rx => {
+                let Some(mut a) = a else {
+                    open_rx = false;
+                    continue;
+                };
+                loop {
+                    let r = seq.seal_owned(a.0);
+                    sealed.extend_from_slice(r.line());
+                    waiters.push_back((r.seq(), a.1));
+                    match rx.try_recv() {
+                        Ok(next) => a = next,
+                        Err(_) => break,
+                    }
+                }
+                let (open, wake) = &*shared;
+                let mut o = open.lock().expect("model lock");
+                o.batch.extend_from_slice(&sealed);
+                o.last = seq.next_seq() - 1;
+                sealed.clear();
+                if o.idle {
+                    wake.notify_one();
+                }
+            }
+        }
+    }
+    shared.0.lock().expect("model lock").closed = true;
+    shared.1.notify_one();
+    thread.join().expect("model disk thread");
+}
+
+/// The models, each run after the appends rows' pause.
+async fn bench_models(rows: &mut Vec<Row>, base: &Path, secs: u64) {
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    for (plumbing, zero_ahead, counts, name) in [
+        (
+            ModelPlumbing::OneBatch,
+            true,
+            &[16, 64][..],
+            "model: the same chain and entries, one sink, one batch in flight",
+        ),
+        (
+            ModelPlumbing::OneBatch,
+            false,
+            &[64][..],
+            "model: the same, into space zeroed before the run",
+        ),
+        (
+            ModelPlumbing::SinkPull,
+            true,
+            &[16, 64][..],
+            "model: the same, the sink thread pulling whatever is sealed",
+        ),
+    ] {
+        let mut rates = Vec::new();
+        for &producers in counts {
+            settle().await;
+            let disk = ModelDisk::open(&dir.path().join("model.dat"), zero_ahead);
+            let r = model_rate(disk, plumbing, producers, secs).await;
+            rates.push(format!("{producers}: {}", fmt_rate(r)));
+        }
+        row(rows, name, rates.join(" · "), "producers: rate");
+    }
 }
 
 /// How many times each target row runs; the table shows the median run.
@@ -935,7 +1220,9 @@ fn profile_verify_parts() {
 
 const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
        audit-bench --file-only [PRODUCERS]
+       audit-bench --model one-batch|zeroed|sink-pull
        audit-bench --profile-verify
+--file-only and --model run one 64-producer row (by default) for profiling.
 GROUP is one of codec, floor, appends, object, sqlite, big. Data goes under
 $AUDIT_BENCH_DIR (default target/bench-data).";
 
@@ -945,6 +1232,7 @@ const GROUPS: [&str; 6] = ["codec", "floor", "appends", "object", "sqlite", "big
 struct Args {
     profile_verify: bool,
     file_only: Option<usize>,
+    model: Option<(ModelPlumbing, bool)>,
     quick: bool,
     markdown: Option<String>,
     only: Option<String>,
@@ -964,6 +1252,18 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--profile-verify" => args.profile_verify = true,
             "--quick" => args.quick = true,
             "--file-only" => args.file_only = Some(64),
+            "--model" => {
+                args.model = Some(match value("--model", &mut it)?.as_str() {
+                    "one-batch" => (ModelPlumbing::OneBatch, true),
+                    "zeroed" => (ModelPlumbing::OneBatch, false),
+                    "sink-pull" => (ModelPlumbing::SinkPull, true),
+                    other => {
+                        return Err(format!(
+                            "unknown model {other:?}; models: one-batch, zeroed, sink-pull"
+                        ))
+                    }
+                })
+            }
             "--markdown" => args.markdown = Some(value("--markdown", &mut it)?),
             "--only" => {
                 let group = value("--only", &mut it)?;
@@ -1004,6 +1304,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some((plumbing, zero_ahead)) = args.model {
+        rt.block_on(async {
+            let dir = tempfile::tempdir_in(&base).expect("tempdir");
+            let disk = ModelDisk::open(&dir.path().join("model.dat"), zero_ahead);
+            let rate = model_rate(disk, plumbing, 64, 3).await;
+            println!("64 producers: {}", fmt_rate(rate));
+        });
+        return;
+    }
     if let Some(producers) = args.file_only {
         // A single row, for profiling the write path.
         rt.block_on(async {
@@ -1032,6 +1341,7 @@ fn main() {
         let secs = if quick { 1 } else { 3 };
         if runs("floor") {
             bench_floor(&mut rows, Path::new(&base));
+            bench_models(&mut rows, Path::new(&base), secs).await;
         }
         if runs("appends") {
             bench_appends(&mut rows, Path::new(&base), secs).await;
