@@ -502,16 +502,18 @@ async fn model_rate(disk: ModelDisk, plumbing: ModelPlumbing, producers: usize, 
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             let mut feed = EntryFeed::new(p);
-            let mut n = 0u64;
+            // Timed like the append rows, whose harness costs the same.
+            let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
             while Instant::now() < deadline {
+                let t = Instant::now();
                 let mut body = Vec::with_capacity(1024);
                 encode_entry_body(feed.next(), &mut body).expect("serialize");
                 let (reply, receipt) = tokio::sync::oneshot::channel();
                 tx.send((body, reply)).await.expect("model driver");
                 receipt.await.expect("model receipt");
-                n += 1;
+                lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
             }
-            n
+            lat.len() as u64
         }));
     }
     drop(tx);
