@@ -866,6 +866,40 @@ async fn object_sink(service: sink_object::Service, interval: Duration) -> Arc<d
 
 /// A file sink, a SQLite sink and an object sink (OpenDAL fs) in `dir`: the
 /// file required, the other two required too or, with `replicas`, optional.
+/// One run of the three sinks together (file required, SQLite and object
+/// replicas): the rate until all three hold every record, the producers'
+/// run, how long the replicas took to catch up, and whether one was not
+/// healthy at the end.
+async fn together_run(dir: &Path, dur: Duration) -> (f64, (Run, Duration, bool)) {
+    let replicas = file_sqlite_object(dir, true).await;
+    // Room for the replicas' lag, so a slow one catches up instead of
+    // being marked failed (which `caught_up` would not wait for).
+    let config = WriterConfig {
+        retention_memory_bytes: 1 << 30,
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(config, replicas).await.expect("open");
+    let r = drive(&log, 64, dur).await;
+    let t = Instant::now();
+    log.caught_up().await;
+    let lag = t.elapsed();
+    let behind = log
+        .health()
+        .sinks
+        .iter()
+        .any(|s| s.state != HealthState::Healthy);
+    if behind {
+        eprintln!(
+            "{}",
+            serde_json::to_string(&log.health()).unwrap_or_default()
+        );
+    }
+    log.close().await;
+    // Every record is in every sink only once the replicas have caught up,
+    // so the rate counts that time too.
+    (per_sec(r.records, r.elapsed + lag), (r, lag, behind))
+}
+
 async fn file_sqlite_object(dir: &Path, replicas: bool) -> Vec<SinkSpec> {
     let role = |sink: Arc<dyn Sink>| {
         if replicas {
@@ -919,36 +953,10 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     let mut spent = Vec::new();
     for _ in 0..TARGET_RUNS {
         let dir = tempfile::tempdir_in(base).expect("tempdir");
-        let replicas = file_sqlite_object(dir.path(), true).await;
-        // Room for the replicas' lag, so a slow one catches up instead of
-        // being marked failed (which `caught_up` would not wait for).
-        let config = WriterConfig {
-            retention_memory_bytes: 1 << 30,
-            ..WriterConfig::default()
-        };
         settle().await;
-        let log = AuditLog::open(config, replicas).await.expect("open");
-        let r = drive(&log, 64, dur).await;
-        let t = Instant::now();
-        log.caught_up().await;
-        let lag = t.elapsed();
-        let behind = log
-            .health()
-            .sinks
-            .iter()
-            .any(|s| s.state != HealthState::Healthy);
-        if behind {
-            eprintln!(
-                "{}",
-                serde_json::to_string(&log.health()).unwrap_or_default()
-            );
-        }
-        log.close().await;
+        let (together, run) = together_run(dir.path(), dur).await;
         spent.push(dir);
-        // Into all three together: every record is in every sink only once
-        // the replicas have caught up, so the rate counts that time too.
-        let together = per_sec(r.records, r.elapsed + lag);
-        runs.push((together, (r, lag, behind)));
+        runs.push((together, run));
     }
     drop(spent);
     let (label, (r, lag, behind)) = median_run(runs);
@@ -1230,9 +1238,11 @@ fn profile_verify_parts() {
 
 const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
        audit-bench --file-only [PRODUCERS]
+       audit-bench --together-only
        audit-bench --model one-batch|zeroed|sink-pull
        audit-bench --profile-verify
---file-only and --model run one 64-producer row (by default) for profiling.
+--file-only, --together-only and --model run one row (64 producers by
+default) for profiling.
 GROUP is one of codec, floor, appends, object, sqlite, big. Data goes under
 $AUDIT_BENCH_DIR (default target/bench-data).";
 
@@ -1242,6 +1252,7 @@ const GROUPS: [&str; 6] = ["codec", "floor", "appends", "object", "sqlite", "big
 struct Args {
     profile_verify: bool,
     file_only: Option<usize>,
+    together_only: bool,
     model: Option<(ModelPlumbing, bool)>,
     quick: bool,
     markdown: Option<String>,
@@ -1262,6 +1273,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--profile-verify" => args.profile_verify = true,
             "--quick" => args.quick = true,
             "--file-only" => args.file_only = Some(64),
+            "--together-only" => args.together_only = true,
             "--model" => {
                 args.model = Some(match value("--model", &mut it)?.as_str() {
                     "one-batch" => (ModelPlumbing::OneBatch, true),
@@ -1320,6 +1332,19 @@ fn main() {
             let disk = ModelDisk::open(&dir.path().join("model.dat"), zero_ahead);
             let rate = model_rate(disk, plumbing, 64, 3).await;
             println!("64 producers: {}", fmt_rate(rate));
+        });
+        return;
+    }
+    if args.together_only {
+        rt.block_on(async {
+            let dir = tempfile::tempdir_in(&base).expect("tempdir");
+            let (together, (r, lag, _)) = together_run(dir.path(), Duration::from_secs(3)).await;
+            println!(
+                "together: {} until all three hold every record, {:.2} s of it catching up (appended: {})",
+                fmt_rate(together),
+                lag.as_secs_f64(),
+                r.summary()
+            );
         });
         return;
     }
