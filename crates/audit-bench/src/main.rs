@@ -902,35 +902,39 @@ async fn object_sink(service: sink_object::Service, interval: Duration) -> Arc<d
 
 /// A file sink, a SQLite sink and an object sink (OpenDAL fs) in `dir`: the
 /// file required, the other two required too or, with `replicas`, optional.
+/// 64 closed-loop producers for `dur` into `sinks`, then the wait until
+/// every sink holds every record: the producers' run, that wait, and the
+/// health at its end. Retention gets 1 GiB, room for a lagging sink's records
+/// (a second of them is ~100 MB here), so a slow sink catches up instead of
+/// being marked failed, which `caught_up` would not wait for.
+async fn drive_until_caught_up(
+    sinks: Vec<SinkSpec>,
+    dur: Duration,
+) -> (Run, Duration, audit_core::HealthSnapshot) {
+    let config = WriterConfig {
+        retention_memory_bytes: 1 << 30,
+        ..WriterConfig::default()
+    };
+    let log = AuditLog::open(config, sinks).await.expect("open");
+    let r = drive(&log, 64, dur).await;
+    let t = Instant::now();
+    log.caught_up().await;
+    let lag = t.elapsed();
+    let health = log.health();
+    log.close().await;
+    (r, lag, health)
+}
+
 /// One run of the three sinks together (file required, SQLite and object
 /// replicas): the rate until all three hold every record, the producers'
 /// run, how long the replicas took to catch up, and whether one was not
 /// healthy at the end.
 async fn together_run(dir: &Path, dur: Duration) -> (f64, (Run, Duration, bool)) {
-    let replicas = file_sqlite_object(dir, true).await;
-    // Room for the replicas' lag, so a slow one catches up instead of
-    // being marked failed (which `caught_up` would not wait for).
-    let config = WriterConfig {
-        retention_memory_bytes: 1 << 30,
-        ..WriterConfig::default()
-    };
-    let log = AuditLog::open(config, replicas).await.expect("open");
-    let r = drive(&log, 64, dur).await;
-    let t = Instant::now();
-    log.caught_up().await;
-    let lag = t.elapsed();
-    let behind = log
-        .health()
-        .sinks
-        .iter()
-        .any(|s| s.state != HealthState::Healthy);
+    let (r, lag, health) = drive_until_caught_up(file_sqlite_object(dir, true).await, dur).await;
+    let behind = health.sinks.iter().any(|s| s.state != HealthState::Healthy);
     if behind {
-        eprintln!(
-            "{}",
-            serde_json::to_string(&log.health()).unwrap_or_default()
-        );
+        eprintln!("{}", serde_json::to_string(&health).unwrap_or_default());
     }
-    log.close().await;
     // Every record is in every sink only once the replicas have caught up,
     // so the rate counts that time too.
     (per_sec(r.records, r.elapsed + lag), (r, lag, behind))
@@ -1041,18 +1045,8 @@ async fn bench_object(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         SinkSpec::optional(object_sink(s3, Duration::from_secs(1)).await)
             .with_timeout(Duration::from_secs(5)),
     ];
-    // A second of records is ~100 MB here: give the lagging S3 sink room.
-    let config = WriterConfig {
-        retention_memory_bytes: 1 << 30,
-        ..WriterConfig::default()
-    };
-    let log = AuditLog::open(config, sinks).await.expect("open");
-    let r = drive(&log, 64, dur).await;
-    let t = Instant::now();
-    log.caught_up().await;
-    let lag = t.elapsed();
-    let s3_state = log.health().sinks[1].state;
-    log.close().await;
+    let (r, lag, health) = drive_until_caught_up(sinks, dur).await;
+    let s3_state = health.sinks[1].state;
     row(
         rows,
         "file required + Garage S3 optional with 1-second segments, 64 producers",
