@@ -482,11 +482,11 @@ enum ModelPlumbing {
     SinkPull,
 }
 
-/// The 64-producer row's work with none of the writer's plumbing: producers
+/// The append rows' work with none of the writer's plumbing: `producers`
 /// serialize the same entries and the same sequencer chains them, but there
-/// is one sink, no policy, no retention and no health, and receipts go
-/// straight back. What this reaches is what the plumbing could at best add up
-/// to on this machine.
+/// is one sink, no policy, no retention, no health and no segment rotation,
+/// and receipts go straight back. The writer's rate against this one is what
+/// its plumbing costs on this machine.
 async fn model_rate(disk: ModelDisk, plumbing: ModelPlumbing, producers: usize, secs: u64) -> f64 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ModelAppend>(4096);
     let driver = tokio::spawn(async move {
