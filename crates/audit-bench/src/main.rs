@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use audit_core::testing::{sample_entry, sample_records};
 use audit_core::{
-    encode_entry_body, AuditEntry, AuditLog, HealthState, RecordBatch, Sequencer, Sink, SinkSpec,
-    WriterConfig,
+    encode_entry_body, AuditEntry, AuditLog, HealthState, PreparedBody, RecordBatch, Sequencer,
+    Sink, SinkSpec, WriterConfig,
 };
 use sink_file::{FileSink, FileSinkConfig};
 use sink_sqlite::{Query, SqliteSink, SqliteSinkConfig};
@@ -471,7 +471,7 @@ impl ModelDisk {
 const STRAGGLER_GAP: Duration = Duration::from_micros(40);
 const STRAGGLER_WAIT: Duration = Duration::from_micros(250);
 
-type ModelAppend = (Vec<u8>, tokio::sync::oneshot::Sender<u64>);
+type ModelAppend = (PreparedBody, tokio::sync::oneshot::Sender<u64>);
 
 /// How the model moves sealed records to its disk thread.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -509,7 +509,9 @@ async fn model_rate(disk: ModelDisk, plumbing: ModelPlumbing, producers: usize, 
                 let mut body = Vec::with_capacity(1024);
                 encode_entry_body(feed.next(), &mut body).expect("serialize");
                 let (reply, receipt) = tokio::sync::oneshot::channel();
-                tx.send((body, reply)).await.expect("model driver");
+                tx.send((PreparedBody::new(body), reply))
+                    .await
+                    .expect("model driver");
                 receipt.await.expect("model receipt");
                 lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
             }
@@ -541,7 +543,7 @@ async fn model_one_batch(disk: ModelDisk, rx: &mut tokio::sync::mpsc::Receiver<M
         let mut batch = Vec::with_capacity(64 << 10);
         let mut waiters = Vec::with_capacity(last_batch);
         let mut take = |(body, reply): ModelAppend, waiters: &mut Vec<_>| {
-            let r = seq.seal_owned(body);
+            let r = seq.seal_prepared(body);
             batch.extend_from_slice(r.line());
             waiters.push((r.seq(), reply));
         };
@@ -629,7 +631,7 @@ async fn model_sink_pull(disk: ModelDisk, rx: &mut tokio::sync::mpsc::Receiver<M
                     continue;
                 };
                 loop {
-                    let r = seq.seal_owned(a.0);
+                    let r = seq.seal_prepared(a.0);
                     sealed.extend_from_slice(r.line());
                     waiters.push_back((r.seq(), a.1));
                     match rx.try_recv() {

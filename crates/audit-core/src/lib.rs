@@ -36,7 +36,9 @@ pub mod testing;
 pub mod worker;
 pub mod writer;
 
-pub use chain::{encode_entry_body, encode_marker_body, ChainChecker, Link, Sequencer};
+pub use chain::{
+    encode_entry_body, encode_marker_body, ChainChecker, Link, PreparedBody, Sequencer,
+};
 pub use entry::AuditEntry;
 pub use memory::MemorySink;
 pub use record::{

@@ -1,6 +1,6 @@
 //! The record codec: seed compatibility, strictness, and property tests.
 
-use audit_core::chain::{encode_entry_body, encode_marker_body, Sequencer};
+use audit_core::chain::{encode_entry_body, encode_marker_body, PreparedBody, Sequencer};
 use audit_core::record::{parse_record, record_hash, PrevHash, Record, RecordError, RecordFault};
 use audit_core::testing::sample_entry;
 use audit_core::AuditEntry;
@@ -81,6 +81,25 @@ fn sealed_entry_matches_seed_layout() {
     assert_eq!(parsed.seq, 1);
     assert_eq!(parsed.record_type, None);
     assert_eq!(record_hash(rec.text()), rec.hash());
+}
+
+/// The body is hashed before sealing and the chain members after it; the
+/// record hash must still be the hash of the whole text, at every length
+/// around BLAKE3's 64-byte blocks and 1024-byte chunks.
+#[test]
+fn prepared_bodies_hash_like_whole_records_at_every_length() {
+    let mut seq = Sequencer::new();
+    for pad in (0..2200).filter(|n| n % 64 < 3 || n % 64 > 61 || n % 97 == 0) {
+        let body = format!("{{\"pad\":\"{}\"", "x".repeat(pad));
+        let prev = seq.head();
+        let rec = seq.seal_prepared(PreparedBody::new(body.into_bytes()));
+        assert_eq!(record_hash(rec.text()), rec.hash(), "pad {pad}");
+        let parsed = parse_record(rec.text()).expect("parse");
+        assert_eq!(
+            parsed.prev,
+            prev.map_or(PrevHash::Genesis, |h| PrevHash::Hash(h.hash))
+        );
+    }
 }
 
 #[test]

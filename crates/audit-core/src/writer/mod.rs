@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub use health::{HealthSnapshot, HealthState, SinkHealth};
 pub use retention::SpoolConfig;
 
-use crate::chain::{encode_entry_body, encode_marker_body, Sequencer};
+use crate::chain::{encode_entry_body, encode_marker_body, PreparedBody, Sequencer};
 use crate::checkpoint::{rotation_body, Checkpoint, KeyPair};
 use crate::entry::AuditEntry;
 use crate::record::{ChainHead, Hash32, Record};
@@ -356,7 +356,7 @@ enum Msg {
 }
 
 struct Pending {
-    body: Vec<u8>,
+    body: PreparedBody,
     durability: Durability,
     reply: oneshot::Sender<Result<Receipt, AppendError>>,
 }
@@ -515,7 +515,7 @@ impl AuditLog {
         }
         let (reply, rx) = oneshot::channel();
         let msg = Msg::Append(Pending {
-            body,
+            body: PreparedBody::new(body),
             durability,
             reply,
         });
@@ -952,7 +952,7 @@ impl Driver {
     }
 
     fn seal_pending(&mut self, p: Pending, waiters: &mut Vec<Waiter>) {
-        let r = self.seq.seal_owned(p.body);
+        let r = self.seq.seal_prepared(p.body);
         waiters.push(Waiter {
             seq: r.seq(),
             hash: r.hash(),
