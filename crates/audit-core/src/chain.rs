@@ -12,7 +12,7 @@ use crate::record::{ChainHead, Hash32, PrevHash, Record, GENESIS, RECORD_TYPE_ME
 /// brace, ready for [`Sequencer::seal`]. Appends to `buf`.
 pub fn encode_entry_body(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let start = buf.len();
-    serde_json::to_writer(&mut *buf, entry)?;
+    crate::entry_json::write_entry(entry, buf)?;
     debug_assert_eq!(buf.last(), Some(&b'}'));
     if buf.len() > start {
         buf.pop();

@@ -9,6 +9,10 @@ use uuid::Uuid;
 ///
 /// `arguments` holds any JSON value. Optional members that the seed omitted
 /// when empty (`failure_category`, `inspection_findings`) are omitted here too.
+//
+// The append path does not serialize this through serde: `entry_json` writes
+// the same bytes by hand, and a differential test holds it to serde_json.
+// A new field goes in both places.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {

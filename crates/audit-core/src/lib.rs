@@ -28,6 +28,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod entry;
+mod entry_json;
 pub mod memory;
 pub mod record;
 pub mod sink;
