@@ -6,13 +6,35 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::entry::AuditEntry;
+use crate::entry_json::EncodeError;
 use crate::record::{ChainHead, Hash32, PrevHash, Record, GENESIS, RECORD_TYPE_MEMBER};
 
 /// Serializes `entry` as a record body: its JSON object without the closing
 /// brace, ready for [`Sequencer::seal`]. Appends to `buf`.
+///
+/// Fails, leaving `buf` as it was, if `entry.arguments` has arrays or objects
+/// more than [`crate::MAX_NESTING`] levels deep: no record may (FORMAT.md
+/// section 5).
 pub fn encode_entry_body(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    encode_entry_body_checked(entry, buf).map_err(|e| match e {
+        EncodeError::Json(e) => e,
+        EncodeError::TooDeep => serde::ser::Error::custom(format!(
+            "entry arguments nest deeper than {} levels",
+            crate::MAX_NESTING
+        )),
+    })
+}
+
+/// [`encode_entry_body`] with the depth refusal kept apart from serde errors.
+pub(crate) fn encode_entry_body_checked(
+    entry: &AuditEntry,
+    buf: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let start = buf.len();
-    crate::entry_json::write_entry(entry, buf)?;
+    if let Err(e) = crate::entry_json::write_entry(entry, buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
     debug_assert_eq!(buf.last(), Some(&b'}'));
     if buf.len() > start {
         buf.pop();

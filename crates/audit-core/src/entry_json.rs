@@ -14,9 +14,28 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::Value;
 
 use crate::entry::AuditEntry;
+use crate::record::MAX_NESTING;
 
-/// Appends `entry` as a JSON object to `buf`, exactly as serde_json would.
-pub(crate) fn write_entry(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+/// Why an entry could not be encoded.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// `arguments` has arrays or objects more than [`MAX_NESTING`] levels
+    /// deep, counting `arguments` itself as level 1.
+    TooDeep,
+    /// serde_json refused a part it was handed.
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for EncodeError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
+}
+
+/// Appends `entry` as a JSON object to `buf`, exactly as serde_json would,
+/// or refuses it as too deep before recursing past the limit. On error,
+/// `buf` may hold part of the entry.
+pub(crate) fn write_entry(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     buf.extend_from_slice(b"{\"timestamp\":");
     write_timestamp(&entry.timestamp, buf)?;
     buf.extend_from_slice(b",\"request_id\":\"");
@@ -37,7 +56,7 @@ pub(crate) fn write_entry(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), s
     buf.extend_from_slice(b",\"tool_called\":");
     write_str(&entry.tool_called, buf)?;
     buf.extend_from_slice(b",\"arguments\":");
-    write_value(&entry.arguments, buf)?;
+    write_value(&entry.arguments, 1, buf)?;
     buf.extend_from_slice(b",\"authorization_decision\":");
     write_str(&entry.authorization_decision, buf)?;
     buf.extend_from_slice(b",\"policy_matched\":");
@@ -93,7 +112,10 @@ fn write_str_array(items: &[String], buf: &mut Vec<u8>) -> Result<(), serde_json
     Ok(())
 }
 
-fn write_value(value: &Value, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+fn write_value(value: &Value, level: usize, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if level > MAX_NESTING && matches!(value, Value::Array(_) | Value::Object(_)) {
+        return Err(EncodeError::TooDeep);
+    }
     match value {
         Value::Null => buf.extend_from_slice(b"null"),
         Value::Bool(true) => buf.extend_from_slice(b"true"),
@@ -114,7 +136,7 @@ fn write_value(value: &Value, buf: &mut Vec<u8>) -> Result<(), serde_json::Error
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_value(item, buf)?;
+                write_value(item, level + 1, buf)?;
             }
             buf.push(b']');
         }
@@ -126,7 +148,7 @@ fn write_value(value: &Value, buf: &mut Vec<u8>) -> Result<(), serde_json::Error
                 }
                 write_str(key, buf)?;
                 buf.push(b':');
-                write_value(item, buf)?;
+                write_value(item, level + 1, buf)?;
             }
             buf.push(b'}');
         }
@@ -289,7 +311,9 @@ mod tests {
     fn assert_same(entry: &AuditEntry) {
         let expected = serde_json::to_vec(entry).expect("serde_json");
         let mut ours = Vec::new();
-        write_entry(entry, &mut ours).expect("ours");
+        if let Err(e) = write_entry(entry, &mut ours) {
+            panic!("entry {entry:?}: {e:?}");
+        }
         assert_eq!(
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&expected),
@@ -322,6 +346,35 @@ mod tests {
             e.upstream_status = (rng.below(2) == 1).then(|| rng.below(65536) as u16);
             e.inspection_findings = (0..rng.below(3)).map(|_| rng.string()).collect();
             assert_same(&e);
+        }
+    }
+
+    fn nested(levels: usize) -> Value {
+        let mut v = Value::Null;
+        for _ in 0..levels {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    /// The depth limit is enforced while encoding, before the recursion can
+    /// go past it, and at exactly the level the format allows.
+    #[test]
+    fn refuses_arguments_nested_past_the_limit() {
+        let mut e = AuditEntry::new(uuid::Uuid::nil());
+        e.arguments = nested(MAX_NESTING);
+        assert_same(&e);
+        for levels in [MAX_NESTING + 1, 1000] {
+            e.arguments = nested(levels);
+            let mut buf = b"kept".to_vec();
+            assert!(matches!(
+                write_entry(&e, &mut buf),
+                Err(EncodeError::TooDeep)
+            ));
+            let mut body = b"kept".to_vec();
+            let err = crate::encode_entry_body(&e, &mut body).expect_err("too deep");
+            assert!(err.to_string().contains("deeper than"), "{err}");
+            assert_eq!(body, b"kept", "a refused entry leaves the buffer as it was");
         }
     }
 

@@ -33,9 +33,10 @@ use tokio::time::Instant;
 pub use health::{HealthSnapshot, HealthState, SinkHealth};
 pub use retention::SpoolConfig;
 
-use crate::chain::{encode_entry_body, encode_marker_body, PreparedBody, Sequencer};
+use crate::chain::{encode_entry_body_checked, encode_marker_body, PreparedBody, Sequencer};
 use crate::checkpoint::{rotation_body, Checkpoint, KeyPair};
 use crate::entry::AuditEntry;
+use crate::entry_json::EncodeError;
 use crate::record::{ChainHead, Hash32, Record};
 use crate::sink::{RecordBatch, Sink, SinkError};
 use retention::{JobSource, Retention};
@@ -495,16 +496,14 @@ impl AuditLog {
         entry: &AuditEntry,
         durability: Durability,
     ) -> Result<PendingReceipt, AppendError> {
-        // Checked before serializing: the serializer recurses, and a record
-        // nested this deep would be malformed anyway.
-        if nests_deeper_than(&entry.arguments, crate::MAX_NESTING) {
-            return Err(AppendError::TooDeep {
-                max: crate::MAX_NESTING,
-            });
-        }
         // Room for the chain members, which the driver appends in place.
         let mut body = Vec::with_capacity(1024);
-        encode_entry_body(entry, &mut body)?;
+        encode_entry_body_checked(entry, &mut body).map_err(|e| match e {
+            EncodeError::TooDeep => AppendError::TooDeep {
+                max: crate::MAX_NESTING,
+            },
+            EncodeError::Json(e) => AppendError::from(e),
+        })?;
         // Chain members add at most 180 bytes.
         let len = body.len() + 180;
         if len > self.config.max_record_bytes {
@@ -1577,20 +1576,6 @@ impl Driver {
             changed
         });
     }
-}
-
-/// Whether `value` has arrays or objects more than `max` levels deep, counting
-/// `value` itself as level 1. Recurses at most `max + 1` frames.
-fn nests_deeper_than(value: &serde_json::Value, max: usize) -> bool {
-    fn walk(value: &serde_json::Value, level: usize, max: usize) -> bool {
-        let deeper = |c: &serde_json::Value| walk(c, level + 1, max);
-        match value {
-            serde_json::Value::Array(items) => level > max || items.iter().any(deeper),
-            serde_json::Value::Object(members) => level > max || members.values().any(deeper),
-            _ => false,
-        }
-    }
-    walk(value, 1, max)
 }
 
 /// The body of a `sink_gap` record: `sink` was dropped from the log lacking
