@@ -6,9 +6,9 @@
 //! `serde_json`, mostly scanning strings one byte at a time for characters to
 //! escape. Here a string that needs no escaping (nearly every one) is checked
 //! in a loop the compiler vectorizes and copied whole; anything unusual (a
-//! string with escapes, a float, a timestamp outside years 0–9999) goes to
-//! `serde_json` itself, so the output cannot drift from it. A differential
-//! test holds the two equal.
+//! string with escapes, a float, a timestamp outside years 0–9999 or on a
+//! leap second) goes to `serde_json` itself, so the output cannot drift from
+//! it. A differential test holds the two equal.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::Value;
