@@ -291,6 +291,78 @@ prop_compose! {
     }
 }
 
+/// Strings built from the characters JSON escapes, and others around them.
+fn arb_escapable() -> impl Strategy<Value = String> {
+    const PIECES: &[&str] = &[
+        "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\r", "\t", "\u{8}", "\u{c}", "\u{0}", "\u{1f}",
+        "\u{7f}", "é", "€", "𝄞", "\u{2028}", "\u{feff}", "agent-07", "<>&'",
+    ];
+    prop::collection::vec(prop::sample::select(PIECES), 0..12).prop_map(|p| p.concat())
+}
+
+/// Timestamps around now, across years 0–9999, outside them on both sides,
+/// with 0, 3, 6 or 9 digits of fraction, and on leap seconds.
+fn arb_timestamp() -> impl Strategy<Value = chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, TimeZone, Utc};
+    let (min, max) = (
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+    );
+    let secs = prop_oneof![
+        1_790_000_000i64..1_890_000_000,
+        -62_167_219_200i64..253_402_300_800,
+        min..-62_167_219_200i64,
+        253_402_300_800i64..=max,
+    ];
+    let nanos = prop_oneof![
+        Just(0u32),
+        (0u32..1000).prop_map(|m| m * 1_000_000),
+        (0u32..1_000_000).prop_map(|u| u * 1000),
+        0u32..1_000_000_000,
+        // A leap second: chrono takes it only on a minute's last second.
+        1_000_000_000u32..2_000_000_000,
+    ];
+    (secs, nanos).prop_filter_map("representable", |(secs, nanos)| {
+        let secs = if nanos >= 1_000_000_000 {
+            secs - secs.rem_euclid(60) + 59
+        } else {
+            secs
+        };
+        Utc.timestamp_opt(secs, nanos).single()
+    })
+}
+
+prop_compose! {
+    fn arb_encodable_entry()(base in arb_entry(), ts in arb_timestamp(),
+                             strings in prop::collection::vec(arb_escapable(), 6),
+                             policy in proptest::option::of(arb_escapable())) -> AuditEntry {
+        let mut e = base;
+        e.timestamp = ts;
+        e.agent_id = strings[0].clone();
+        e.delegation_chain = strings[1].clone();
+        e.task_session_id = strings[2].clone();
+        e.tool_called = strings[3].clone();
+        e.authorization_decision = strings[4].clone();
+        e.anomaly_flags.push(strings[5].clone());
+        e.policy_matched = policy;
+        e
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The append path's hand-written encoder writes exactly serde_json's bytes.
+    #[test]
+    fn encoder_matches_serde_json(entry in arb_encodable_entry()) {
+        let mut body = Vec::new();
+        encode_entry_body(&entry, &mut body).expect("encode");
+        body.push(b'}');
+        let expected = serde_json::to_vec(&entry).expect("serde_json");
+        prop_assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
