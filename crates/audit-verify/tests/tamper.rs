@@ -279,7 +279,13 @@ async fn sqlite_tamper_matrix() {
     let p = fresh("inserted");
     let recs = sqlite_log(&p).await;
     let f = forged(&recs, 10, 77);
-    sqlite_exec(&p, &format!("INSERT INTO records (seq, record_hash, prev_hash, record) VALUES (1000, '{}', '{}', '{}');", f.hash(), f.prev(), sql_text(&f)));
+    sqlite_exec(
+        &p,
+        &format!(
+            "INSERT INTO records (seq, record) VALUES (1000, '{}');",
+            sql_text(&f)
+        ),
+    );
     assert_finding(
         &check(&[Source::Sqlite(p)]).await,
         0,
@@ -303,7 +309,13 @@ async fn sqlite_tamper_matrix() {
 
     let p = fresh("duplicated");
     let recs = sqlite_log(&p).await;
-    sqlite_exec(&p, &format!("INSERT INTO records (seq, record_hash, prev_hash, record) VALUES (1000, 'x', 'x', '{}');", sql_text(&recs[9])));
+    sqlite_exec(
+        &p,
+        &format!(
+            "INSERT INTO records (seq, record) VALUES (1000, '{}');",
+            sql_text(&recs[9])
+        ),
+    );
     assert_finding(
         &check(&[Source::Sqlite(p)]).await,
         0,
@@ -349,7 +361,7 @@ async fn sqlite_tamper_matrix() {
     )
     .await;
     let f = forged(&recs, 20, 1);
-    sqlite_exec(&other, &format!("DELETE FROM records WHERE seq >= 20; INSERT INTO records (seq, record_hash, prev_hash, record) VALUES (20, '{}', '{}', '{}');", f.hash(), f.prev(), sql_text(&f)));
+    sqlite_exec(&other, &format!("DELETE FROM records WHERE seq >= 20; INSERT INTO records (seq, record) VALUES (20, '{}');", sql_text(&f)));
     let r = check(&[Source::Sqlite(full), Source::Sqlite(other)]).await;
     assert_finding(&r, 1, FindingClass::Forked, Some(20));
 }

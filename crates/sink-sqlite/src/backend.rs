@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use crate::columns::index_values;
 use crate::error::map;
 use crate::reader::SqliteLog;
-use crate::schema::{inspect, migrate, Found, SCHEMA_VERSION};
+use crate::schema::{create, inspect, Found, Layout, SCHEMA_VERSION};
 
 /// SQLite sink settings.
 #[derive(Debug, Clone)]
@@ -117,6 +117,7 @@ struct Writer {
     name: String,
     path: PathBuf,
     conn: Connection,
+    layout: Layout,
     head: Option<ChainHead>,
     checkpointer: Checkpointer,
 }
@@ -258,7 +259,7 @@ impl Writer {
             });
         }
         let found = inspect(&conn).map_err(err("read schema"))?;
-        let version = match found {
+        let layout = match found {
             Found::Foreign(why) => {
                 return Err(SinkError::Config {
                     sink: name,
@@ -274,8 +275,19 @@ impl Writer {
                     ),
                 })
             }
-            Found::Ours(v) => v,
-            Found::Empty => 0,
+            Found::Ours(v) => match Layout::of(v) {
+                Some(layout) => Some(layout),
+                None => {
+                    return Err(SinkError::Config {
+                        sink: name,
+                        detail: format!(
+                            "{} has schema version {v}, which no auditlog build writes",
+                            path.display()
+                        ),
+                    })
+                }
+            },
+            Found::Empty => None,
         };
         // Take the write lock before changing anything, so a read-only or
         // locked database fails here, untouched.
@@ -300,9 +312,13 @@ impl Writer {
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(err("set synchronous"))?;
-        if version < SCHEMA_VERSION {
-            migrate(&mut conn, version).map_err(err("migrate schema"))?;
-        }
+        let layout = match layout {
+            Some(layout) => layout,
+            None => {
+                create(&mut conn).map_err(err("create schema"))?;
+                Layout::HashesInText
+            }
+        };
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_AUTOCHECKPOINT_PAGES)
             .map_err(err("set wal_autocheckpoint"))?;
         let checkpointer = Checkpointer::start(&name, &path, config.busy_timeout)?;
@@ -310,6 +326,7 @@ impl Writer {
             name,
             path,
             conn,
+            layout,
             head: None,
             checkpointer,
         };
@@ -363,7 +380,7 @@ impl Writer {
                 detail: format!("record {} does not fit SQLite's integer key", r.seq()),
             })?;
             let ts: Option<i64> = cols[0].as_deref().and_then(|s| s.parse().ok());
-            rows.push((seq, r.hash().to_hex(), r.prev().to_string(), text, ts, cols));
+            rows.push((seq, text, ts, cols));
         }
         let name = self.name.clone();
         let path = self.path.clone();
@@ -378,15 +395,26 @@ impl Writer {
             .map_err(err("begin"))?;
         {
             let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO records (seq, record_hash, prev_hash, record, ts_ns, agent_id, tool_called, \
-                     authorization_decision, request_id, task_session_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
+                .prepare_cached(self.layout.insert_sql())
                 .map_err(err("prepare insert"))?;
-            for (seq, hash, prev, text, ts, cols) in &rows {
-                let inserted = stmt.execute(params![
-                    seq, hash, prev, text, ts, cols[1], cols[2], cols[3], cols[4], cols[5]
-                ]);
+            for ((seq, text, ts, cols), r) in rows.iter().zip(batch.records()) {
+                let inserted = match self.layout {
+                    Layout::HashesInText => stmt.execute(params![
+                        seq, text, ts, cols[1], cols[2], cols[3], cols[4], cols[5]
+                    ]),
+                    Layout::StoredHashes => stmt.execute(params![
+                        seq,
+                        text,
+                        ts,
+                        cols[1],
+                        cols[2],
+                        cols[3],
+                        cols[4],
+                        cols[5],
+                        r.hash().to_hex().as_str(),
+                        r.prev().to_string()
+                    ]),
+                };
                 if let Err(e) = inserted {
                     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
                         drop(stmt);

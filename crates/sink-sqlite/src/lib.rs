@@ -6,12 +6,12 @@
 //!   MiB of records, so commits never wait for one; SQLite's own automatic
 //!   checkpoint stays on, at 16,000 pages, as a backstop.
 //! - A versioned schema (`PRAGMA application_id` marks auditlog databases,
-//!   `PRAGMA user_version` the schema version) with migrations.
-//! - Table `records`: the sequence as primary key, the record and prev hashes,
-//!   the verbatim record text (byte-identical to the file sink's line) and
-//!   indexed columns for queries. Triggers abort any UPDATE or DELETE; the
-//!   verifier still checks every row's columns against its record, for anyone
-//!   who drops the triggers.
+//!   `PRAGMA user_version` the schema version; see [`schema`]).
+//! - Table `records`: the sequence as primary key, the verbatim record text
+//!   (byte-identical to the file sink's line), indexed columns for queries,
+//!   and a view that reads the record and prev hashes from the text.
+//!   Triggers abort any UPDATE or DELETE; the verifier still checks every
+//!   row's columns against its record, for anyone who drops the triggers.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

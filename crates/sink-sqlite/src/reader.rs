@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use audit_core::record::parse_chain_suffix;
 use audit_core::sink::INDEX_COLUMNS;
 use audit_core::{Location, RecordCursor, RecordReader, SinkError, StoredRecord};
 use rusqlite::{Connection, OpenFlags};
@@ -45,7 +46,9 @@ pub struct Query {
 pub struct QueryRow {
     /// The record's sequence.
     pub seq: u64,
-    /// The record's hash as stored in its row.
+    /// The record's `chain_record_hash` as its text states it (not checked
+    /// against the bytes; `audit verify` does that), or empty if the text's
+    /// chain members cannot be read.
     pub record_hash: String,
     /// The verbatim record.
     pub record: String,
@@ -109,9 +112,7 @@ impl SqliteLog {
         let (name, path, q) = (self.name.clone(), self.path.clone(), q.clone());
         blocking(&self.name, move || {
             let conn = open_conn(&name, &path)?;
-            let mut sql = String::from(
-                "SELECT seq, record_hash, CAST(record AS BLOB) FROM records WHERE 1=1",
-            );
+            let mut sql = String::from("SELECT seq, CAST(record AS BLOB) FROM records WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             for (col, val) in [
                 ("agent_id", &q.agent),
@@ -143,10 +144,13 @@ impl SqliteLog {
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(args), |r| {
                     let seq: i64 = r.get(0)?;
-                    let bytes: Vec<u8> = r.get(2)?;
+                    let bytes: Vec<u8> = r.get(1)?;
+                    let record_hash = parse_chain_suffix(&bytes)
+                        .map(|(_, _, hash, _)| hash.to_hex().to_string())
+                        .unwrap_or_default();
                     Ok(QueryRow {
                         seq: seq as u64,
-                        record_hash: r.get(1)?,
+                        record_hash,
                         record: String::from_utf8_lossy(&bytes).into_owned(),
                     })
                 })

@@ -85,6 +85,147 @@ async fn queries_use_the_indexed_columns_and_carry_seq_and_hash() {
     assert_eq!(by_request.len(), 1);
 }
 
+/// Each row's `(seq, record_hash, prev_hash)` as SQL reads them from `from`.
+fn hash_columns(path: &Path, from: &str) -> Vec<(u64, String, String)> {
+    let c = Connection::open(path).expect("open");
+    let mut stmt = c
+        .prepare(&format!(
+            "SELECT seq, record_hash, prev_hash FROM {from} ORDER BY seq"
+        ))
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn expected_hash_columns(records: &[audit_core::Record]) -> Vec<(u64, String, String)> {
+    records
+        .iter()
+        .map(|r| (r.seq(), r.hash().to_hex().to_string(), r.prev().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn rows_hold_the_hashes_only_in_the_text_and_a_view_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("h.db");
+    filled(&path, 50).await;
+    // The view finds the hashes at offsets counted in characters from the
+    // end, so a record with multi-byte characters must not shift them.
+    let sink = filled(&path, 0).await;
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(sink.clone())],
+    )
+    .await
+    .expect("log");
+    let mut wide = sample_entry(50);
+    wide.agent_id = "agënt-ü-漢字-🦀".into();
+    log.append(&wide).await.expect("append");
+    log.close().await;
+    let stored = read_verified(sink.as_ref()).await;
+    assert_eq!(stored.len(), 51);
+    assert_eq!(stored[0].prev().to_string(), "genesis");
+    assert_eq!(
+        hash_columns(&path, "record_hashes"),
+        expected_hash_columns(&stored)
+    );
+    let rows = sink
+        .log()
+        .query(&Query {
+            agent: Some(wide.agent_id.clone()),
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].record_hash, stored[50].hash().to_hex().as_str());
+    let c = Connection::open(&path).expect("open");
+    let version: i32 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, sink_sqlite::schema::SCHEMA_VERSION);
+    let columns: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_xinfo('records')")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        !columns.iter().any(|c| c.ends_with("hash")),
+        "the table has no hash columns, not even virtual ones: {columns:?}"
+    );
+}
+
+/// The schema of version 1 databases, as that version created them.
+const SCHEMA_V1: &str = r#"
+    CREATE TABLE records (
+        seq INTEGER PRIMARY KEY,
+        record_hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        record TEXT NOT NULL,
+        ts_ns INTEGER,
+        agent_id TEXT,
+        tool_called TEXT,
+        authorization_decision TEXT,
+        request_id TEXT,
+        task_session_id TEXT
+    );
+    CREATE INDEX records_ts_ns ON records(ts_ns);
+    CREATE INDEX records_agent_id ON records(agent_id, ts_ns);
+    CREATE INDEX records_tool_called ON records(tool_called, ts_ns);
+    CREATE INDEX records_decision ON records(authorization_decision, ts_ns);
+    CREATE INDEX records_request_id ON records(request_id);
+    CREATE INDEX records_task_session_id ON records(task_session_id);
+    CREATE TRIGGER records_no_update BEFORE UPDATE ON records
+        BEGIN SELECT RAISE(ABORT, 'auditlog: records are append-only'); END;
+    CREATE TRIGGER records_no_delete BEFORE DELETE ON records
+        BEGIN SELECT RAISE(ABORT, 'auditlog: records are append-only'); END;
+    PRAGMA application_id = 1096107092;
+    PRAGMA user_version = 1;
+"#;
+
+#[tokio::test]
+async fn version_1_databases_are_appended_in_their_own_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.db");
+    Connection::open(&path)
+        .expect("open")
+        .execute_batch(SCHEMA_V1)
+        .expect("create v1");
+    // Twice, so the second process resumes a version 1 chain.
+    filled(&path, 30).await;
+    let sink = filled(&path, 30).await;
+    let stored = read_verified(sink.as_ref()).await;
+    assert_eq!(stored.len(), 60);
+    assert_eq!(
+        hash_columns(&path, "records"),
+        expected_hash_columns(&stored)
+    );
+    let c = Connection::open(&path).expect("open");
+    let version: i32 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 1, "a version 1 database is never rewritten");
+    let rows = sink
+        .log()
+        .query(&Query {
+            agent: Some("agent-03".into()),
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        assert_eq!(
+            r.record_hash,
+            stored[(r.seq - 1) as usize].hash().to_hex().as_str()
+        );
+    }
+}
+
 #[tokio::test]
 async fn triggers_refuse_update_and_delete() {
     let dir = tempfile::tempdir().expect("tempdir");
