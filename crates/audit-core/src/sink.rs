@@ -314,6 +314,15 @@ pub const INDEX_COLUMNS: &[&str] = &[
     "task_session_id",
 ];
 
+/// The `ts_ns` column of a record whose `timestamp` member is `ts`: an RFC
+/// 3339 time as nanoseconds since the Unix epoch, or `None` if `ts` is not one
+/// or lies outside the years 1677–2262 that an `i64` of nanoseconds spans.
+pub fn timestamp_ns(ts: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
 /// The value an index column must hold for a record, derived from the
 /// record's JSON: strings as themselves, `ts_ns` as the timestamp in
 /// nanoseconds since the Unix epoch, and `None` where the member is absent
@@ -321,8 +330,7 @@ pub const INDEX_COLUMNS: &[&str] = &[
 pub fn column_value(record: &serde_json::Value, column: &str) -> Option<String> {
     if column == "ts_ns" {
         let ts = record.get("timestamp")?.as_str()?;
-        let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
-        return t.timestamp_nanos_opt().map(|n| n.to_string());
+        return timestamp_ns(ts).map(|n| n.to_string());
     }
     match record.get(column)? {
         serde_json::Value::String(s) => Some(s.clone()),

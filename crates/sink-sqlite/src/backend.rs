@@ -371,7 +371,7 @@ impl Writer {
                 sink: self.name.clone(),
                 detail: format!("record {} is not UTF-8: {e}", r.seq()),
             })?;
-            let cols = index_values(r.text()).map_err(|e| SinkError::Backend {
+            let cols = index_values(text).map_err(|e| SinkError::Backend {
                 sink: self.name.clone(),
                 detail: format!("record {}: cannot read its indexed members: {e}", r.seq()),
             })?;
@@ -379,8 +379,7 @@ impl Writer {
                 sink: self.name.clone(),
                 detail: format!("record {} does not fit SQLite's integer key", r.seq()),
             })?;
-            let ts: Option<i64> = cols[0].as_deref().and_then(|s| s.parse().ok());
-            rows.push((seq, text, ts, cols));
+            rows.push((seq, text, cols));
         }
         let name = self.name.clone();
         let path = self.path.clone();
@@ -397,20 +396,24 @@ impl Writer {
             let mut stmt = tx
                 .prepare_cached(self.layout.insert_sql())
                 .map_err(err("prepare insert"))?;
-            for ((seq, text, ts, cols), r) in rows.iter().zip(batch.records()) {
+            for ((seq, text, cols), r) in rows.iter().zip(batch.records()) {
+                let [agent, tool, decision, request, session] = &cols.text;
+                let (agent, tool, decision) =
+                    (agent.as_deref(), tool.as_deref(), decision.as_deref());
+                let (request, session) = (request.as_deref(), session.as_deref());
                 let inserted = match self.layout {
                     Layout::HashesInText => stmt.execute(params![
-                        seq, text, ts, cols[1], cols[2], cols[3], cols[4], cols[5]
+                        seq, text, cols.ts_ns, agent, tool, decision, request, session
                     ]),
                     Layout::StoredHashes => stmt.execute(params![
                         seq,
                         text,
-                        ts,
-                        cols[1],
-                        cols[2],
-                        cols[3],
-                        cols[4],
-                        cols[5],
+                        cols.ts_ns,
+                        agent,
+                        tool,
+                        decision,
+                        request,
+                        session,
                         r.hash().to_hex().as_str(),
                         r.prev().to_string()
                     ]),
