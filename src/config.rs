@@ -163,6 +163,10 @@ pub struct SinkSection {
     /// How long one batch may take on this sink.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The least time between the starts of two writes to this sink; 0 (the
+    /// default) writes as soon as the previous write ends.
+    #[serde(default)]
+    pub min_write_interval_ms: u64,
     /// The backend's own keys.
     #[serde(flatten)]
     pub options: toml::Table,

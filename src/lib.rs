@@ -55,6 +55,7 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<SinkSpec>, BuildError> {
             sink,
             role: s.role,
             timeout: Duration::from_millis(s.timeout_ms),
+            min_write_interval: Duration::from_millis(s.min_write_interval_ms),
         });
     }
     Ok(specs)

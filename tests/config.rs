@@ -66,6 +66,10 @@ fn errors_name_the_key() {
                 .to_string(),
             "sinks[0].synchronous",
         ),
+        (
+            format!("{FILE_SINK}min_write_interval_ms = -5\n"),
+            "min_write_interval_ms",
+        ),
         ("sinks = []\n".to_string(), "sinks"),
         ("this is not toml".to_string(), "test.toml"),
     ];
@@ -116,4 +120,37 @@ fn rejoin_interval_is_read_and_zero_turns_it_off() {
         Some(std::time::Duration::from_secs(5))
     );
     assert_eq!(parse("rejoin_interval_secs = 0"), None);
+}
+
+#[cfg(feature = "file")]
+#[tokio::test]
+async fn a_sinks_common_keys_reach_its_spec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = {:?}\ntimeout_ms = 700\nmin_write_interval_ms = 40\n\
+         [[sinks]]\nkind = \"file\"\nname = \"g\"\nrole = \"optional\"\ndir = {:?}\n",
+        dir.path().join("f"),
+        dir.path().join("g"),
+    );
+    let config = Config::parse(&text, Path::new("test.toml"), Default::default()).expect("config");
+    let specs = auditlog::open_sinks(&config).await.expect("sinks");
+    let ms = std::time::Duration::from_millis;
+    let got: Vec<_> = specs
+        .iter()
+        .map(|s| {
+            (
+                s.sink.name().to_string(),
+                s.role,
+                s.timeout,
+                s.min_write_interval,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("f".to_string(), audit_core::Role::Required, ms(700), ms(40)),
+            ("g".to_string(), audit_core::Role::Optional, ms(5000), ms(0)),
+        ]
+    );
 }

@@ -207,6 +207,95 @@ async fn hung_sink_needed_for_threshold_fails_append_at_its_timeout() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_paced_replica_takes_what_was_sealed_meanwhile_in_one_write() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b_inner = Arc::new(MemorySink::new("b"));
+    let b = FaultySink::new(b_inner.clone());
+    let interval = Duration::from_millis(100);
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![
+            SinkSpec::required(a.clone()),
+            SinkSpec::optional(b.clone()).with_min_write_interval(interval),
+        ],
+    )
+    .await
+    .expect("open");
+    let start = tokio::time::Instant::now();
+    append_range(&log, 0..10).await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "appends waited for the replica"
+    );
+    log.caught_up().await;
+    assert_eq!(b.history(), vec![(1, 1, true), (2, 10, true)]);
+    assert_eq!(b.call_starts(), vec![start, start + interval]);
+    // Appends spread over time: never two writes within the interval.
+    for i in 10..40 {
+        log.append(&sample_entry(i)).await.expect("append");
+        tokio::time::advance(Duration::from_millis(30)).await;
+    }
+    log.caught_up().await;
+    let starts = b.call_starts();
+    for w in starts.windows(2) {
+        assert!(w[1] - w[0] >= interval, "{starts:?}");
+    }
+    assert!(starts.len() <= 2 + 30 * 30 / 100 + 1, "{starts:?}");
+    log.close().await;
+    assert_eq!(
+        texts(&read_verified(a.as_ref()).await),
+        texts(&read_verified(b_inner.as_ref()).await)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_required_sink_is_waited_for_not_timed_out() {
+    let a = Arc::new(MemorySink::new("a"));
+    let interval = Duration::from_millis(200);
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![SinkSpec::required(a.clone())
+            .with_timeout(Duration::from_millis(50))
+            .with_min_write_interval(interval)],
+    )
+    .await
+    .expect("open");
+    let start = tokio::time::Instant::now();
+    log.append(&sample_entry(0)).await.expect("first write");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let r = log
+        .append(&sample_entry(1))
+        .await
+        .expect("held back by the interval, which is not a timeout");
+    assert_eq!((r.seq, start.elapsed()), (2, interval));
+    let health = log.health();
+    assert_eq!(health.sinks[0].state, HealthState::Healthy);
+    assert_eq!(health.sinks[0].total_failures, 0);
+    log.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_does_not_wait_for_a_write_interval() {
+    let a = Arc::new(MemorySink::new("a"));
+    let b = Arc::new(MemorySink::new("b"));
+    let log = AuditLog::open(
+        WriterConfig::default(),
+        vec![
+            SinkSpec::required(a.clone()),
+            SinkSpec::optional(b.clone()).with_min_write_interval(Duration::from_secs(3600)),
+        ],
+    )
+    .await
+    .expect("open");
+    append_range(&log, 0..5).await;
+    let start = tokio::time::Instant::now();
+    log.close().await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(read_verified(b.as_ref()).await.len(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_sink_catches_up_with_same_bytes_and_no_gaps() {
     let a = Arc::new(MemorySink::new("a"));

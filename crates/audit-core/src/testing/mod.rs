@@ -358,6 +358,7 @@ pub struct FaultySink {
     calls: watch::Sender<u64>,
     failures: AtomicU64,
     log: Mutex<Vec<(u64, u64, bool)>>,
+    starts: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl FaultySink {
@@ -369,6 +370,7 @@ impl FaultySink {
             calls: watch::channel(0).0,
             failures: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            starts: Mutex::new(Vec::new()),
         })
     }
 
@@ -396,6 +398,14 @@ impl FaultySink {
     /// Every append seen: (first seq, last seq, passed through).
     pub fn history(&self) -> Vec<(u64, u64, bool)> {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// When each append was called, on tokio's clock (which a test may pause).
+    pub fn call_starts(&self) -> Vec<tokio::time::Instant> {
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -435,6 +445,10 @@ impl Sink for FaultySink {
     }
 
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tokio::time::Instant::now());
         let mut n = 0;
         self.calls.send_modify(|c| {
             *c += 1;

@@ -80,6 +80,16 @@ pub struct SinkSpec {
     pub role: Role,
     /// How long one batch may take on this sink before it counts as failed.
     pub timeout: Duration,
+    /// The least time between the starts of two writes to this sink (zero by
+    /// default: a sink takes what has been sealed as soon as its previous
+    /// write ends). Records sealed in between go in the next write, so a
+    /// replica paced this way makes fewer, larger writes and leaves more of
+    /// the machine to the sinks that receipts wait for. The sink trails by up
+    /// to this long; a receipt that needs it (it is required, or the
+    /// threshold counts on it) waits up to this long more, and a batch counts
+    /// as timed out on it only after this plus `timeout`. Closing the log
+    /// does not wait for the interval.
+    pub min_write_interval: Duration,
 }
 
 impl SinkSpec {
@@ -89,21 +99,27 @@ impl SinkSpec {
             sink,
             role: Role::Required,
             timeout: Duration::from_secs(5),
+            min_write_interval: Duration::ZERO,
         }
     }
 
     /// An optional sink with a 5-second timeout.
     pub fn optional(sink: Arc<dyn Sink>) -> Self {
         Self {
-            sink,
             role: Role::Optional,
-            timeout: Duration::from_secs(5),
+            ..Self::required(sink)
         }
     }
 
     /// The same spec with another timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same spec with another [`min_write_interval`](Self::min_write_interval).
+    pub fn with_min_write_interval(mut self, interval: Duration) -> Self {
+        self.min_write_interval = interval;
         self
     }
 }
@@ -649,6 +665,8 @@ struct Slot {
     /// Where a rejoin that needed more than one stretch started copying.
     rejoin_copied_from: Option<u64>,
     health: SinkHealth,
+    /// When the last write to this sink started, for its `min_write_interval`.
+    last_write: Option<Instant>,
 }
 
 impl Slot {
@@ -663,6 +681,7 @@ impl Slot {
             durable: start.durable,
             job: None,
             retry_at: None,
+            last_write: None,
             failed,
             rejoin_at: rejoin_interval
                 .filter(|_| failed)
@@ -670,6 +689,20 @@ impl Slot {
             rejoin_copied_from: None,
             health,
         }
+    }
+
+    /// Until when this sink's `min_write_interval` holds back its next write.
+    fn paced_until(&self) -> Option<Instant> {
+        let interval = self.spec.min_write_interval;
+        self.last_write
+            .filter(|_| !interval.is_zero())
+            .map(|t| t + interval)
+    }
+
+    /// When a batch started at `started` counts as timed out on this sink:
+    /// its write may be held back by the interval first.
+    fn batch_deadline(&self, started: Instant) -> Instant {
+        started + self.spec.min_write_interval + self.spec.timeout
     }
 
     fn name(&self) -> &str {
@@ -819,11 +852,17 @@ impl Driver {
         if let Some(f) = &self.inflight {
             for (i, o) in f.outcomes.iter().enumerate() {
                 if matches!(o, Outcome::Pending) {
-                    consider(f.started + self.slots[i].spec.timeout);
+                    consider(self.slots[i].batch_deadline(f.started));
                 }
             }
         }
+        let head = self.head_seq();
         for s in &self.slots {
+            if s.job.is_none() && !s.failed && s.durable < head && !self.rx_done {
+                if let Some(t) = s.paced_until() {
+                    consider(t);
+                }
+            }
             if let Some(j) = &s.job {
                 if !j.hung && j.rejoin.is_none() {
                     consider(j.started + s.spec.timeout);
@@ -1095,6 +1134,7 @@ impl Driver {
             || slot.job.is_some()
             || slot.durable >= head
             || slot.retry_at.is_some_and(|t| t > now)
+            || (!self.rx_done && slot.paced_until().is_some_and(|t| t > now))
         {
             return;
         }
@@ -1114,6 +1154,7 @@ impl Driver {
         let sink = self.slots[i].spec.sink.clone();
         let done = self.done_tx.clone();
         let max = max_records;
+        self.slots[i].last_write = Some(now);
         self.slots[i].job = Some(Job {
             started: now,
             first: from,
@@ -1334,8 +1375,14 @@ impl Driver {
                     timed_out = true;
                 }
             }
+            let batch_deadline = self
+                .inflight
+                .as_ref()
+                .map(|f| self.slots[i].batch_deadline(f.started));
             if let Some(f) = &mut self.inflight {
-                if matches!(f.outcomes[i], Outcome::Pending) && now >= f.started + timeout {
+                if matches!(f.outcomes[i], Outcome::Pending)
+                    && batch_deadline.is_some_and(|d| now >= d)
+                {
                     f.outcomes[i] = Outcome::TimedOut;
                     timed_out = true;
                 }
