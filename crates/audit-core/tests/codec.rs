@@ -143,6 +143,47 @@ fn escapes_that_are_whole_characters_are_fine() {
 }
 
 #[test]
+fn member_names_are_compared_whole_however_many_there_are() {
+    let line = base_line();
+    // `n` distinct nested names, then `last`.
+    let with_names = |n: usize, last: &str| {
+        let names: String = (0..n).map(|i| format!("\"key-{i}\":{i},")).collect();
+        replace(
+            &line,
+            "\"limit\":",
+            &format!("{names}\"{last}\":0,\"limit\":"),
+        )
+    };
+    let duplicate = |bad: &[u8]| matches!(parse_record(bad), Err(RecordError::DuplicateMember(_)));
+    for n in [3, 31, 32, 33, 100] {
+        assert!(duplicate(&with_names(n, "key-0")), "{n} names");
+        assert!(
+            duplicate(&with_names(n, &format!("key-{}", n - 1))),
+            "{n} names"
+        );
+        assert!(parse_record(&with_names(n, "key-x")).is_ok(), "{n} names");
+    }
+    // An escape spells the same name.
+    assert!(duplicate(&replace(
+        &line,
+        "{\"timestamp\"",
+        "{\"agent\\u005fid\":\"x\",\"timestamp\""
+    )));
+    // Same length, same first and last eight bytes: different names.
+    let twins = replace(
+        &line,
+        "\"limit\":",
+        "\"abcdefgh-1-stuvwxyz\":1,\"abcdefgh-2-stuvwxyz\":2,\"limit\":",
+    );
+    assert!(parse_record(&twins).is_ok());
+    assert!(duplicate(&replace(
+        &twins,
+        "\"limit\":",
+        "\"abcdefgh-2-stuvwxyz\":3,\"limit\":"
+    )));
+}
+
+#[test]
 fn ambiguous_records_are_malformed() {
     let line = base_line();
     let cases: Vec<(&str, Vec<u8>)> = vec![
