@@ -29,6 +29,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod entry;
 mod entry_json;
+mod index_columns;
 pub mod memory;
 pub mod record;
 pub mod sink;

@@ -304,6 +304,8 @@ pub trait Sink: RecordReader {
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError>;
 }
 
+pub use crate::index_columns::{index_values, IndexValues};
+
 /// The entry fields backends may index for queries, by column name.
 pub const INDEX_COLUMNS: &[&str] = &[
     "ts_ns",

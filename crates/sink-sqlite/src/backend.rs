@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use audit_core::sink::index_values;
 use audit_core::worker::SinkThread;
 use audit_core::{
     ChainHead, Location, Record, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities,
@@ -11,7 +12,6 @@ use audit_core::{
 };
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
-use crate::columns::index_values;
 use crate::error::map;
 use crate::reader::SqliteLog;
 use crate::schema::{create, inspect, Found, Layout, SCHEMA_VERSION};

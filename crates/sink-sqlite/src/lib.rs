@@ -35,7 +35,6 @@
 #![deny(missing_docs)]
 
 mod backend;
-mod columns;
 mod error;
 mod reader;
 pub mod schema;

@@ -1,11 +1,17 @@
-//! The indexed columns derived from a record.
+//! The index columns derived from a record's text: what a backend stores
+//! (the SQLite sink) and what the verifier checks the stored values against,
+//! from one function.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The members behind [`audit_core::sink::INDEX_COLUMNS`], borrowed from the
+#[cfg(doc)]
+use crate::sink::column_value;
+use crate::sink::INDEX_COLUMNS;
+
+/// The members behind [`INDEX_COLUMNS`], borrowed from the
 /// record's text. `null` reads as absent, like a missing member.
 #[derive(Deserialize)]
 struct Members<'a> {
@@ -23,21 +29,37 @@ struct Members<'a> {
     task_session_id: Option<&'a RawValue>,
 }
 
-/// A record's index column values: exactly what
-/// [`audit_core::sink::column_value`] gives for each column (the verifier
-/// compares the stored columns against it), without building a
-/// `serde_json::Value` of the record or copying strings that need no
-/// unescaping.
-pub(crate) struct IndexValues<'a> {
-    /// `ts_ns`.
-    pub(crate) ts_ns: Option<i64>,
+/// A record's index column values, read from its text without building a
+/// `serde_json::Value` of it or copying strings that need no unescaping.
+/// [`column_value`] states the same values over a parsed record; a test holds
+/// the two equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexValues<'a> {
+    /// `ts_ns`: the `timestamp` in nanoseconds since the Unix epoch.
+    pub ts_ns: Option<i64>,
     /// `agent_id`, `tool_called`, `authorization_decision`, `request_id` and
-    /// `task_session_id`, in that order.
-    pub(crate) text: [Option<Cow<'a, str>>; 5],
+    /// `task_session_id`, in [`INDEX_COLUMNS`] order: a string member as
+    /// itself, another value as its compact JSON text, `None` when absent or
+    /// `null`.
+    pub text: [Option<Cow<'a, str>>; 5],
 }
 
-/// Reads the index columns of one record's text.
-pub(crate) fn index_values(text: &str) -> Result<IndexValues<'_>, serde_json::Error> {
+impl IndexValues<'_> {
+    /// The value of `column` (one of [`INDEX_COLUMNS`]) as text, as
+    /// [`column_value`] gives it; `None` for an absent member or an unknown
+    /// column.
+    pub fn column(&self, column: &str) -> Option<String> {
+        if column == INDEX_COLUMNS[0] {
+            return self.ts_ns.map(|n| n.to_string());
+        }
+        let at = INDEX_COLUMNS[1..].iter().position(|c| *c == column)?;
+        self.text[at].as_deref().map(str::to_owned)
+    }
+}
+
+/// Reads the index columns of one record's text. Fails if the text is not a
+/// JSON object or holds one of those members twice.
+pub fn index_values(text: &str) -> Result<IndexValues<'_>, serde_json::Error> {
     let m: Members<'_> = serde_json::from_str(text)?;
     Ok(IndexValues {
         ts_ns: m.timestamp.and_then(timestamp_ns),
@@ -52,7 +74,7 @@ pub(crate) fn index_values(text: &str) -> Result<IndexValues<'_>, serde_json::Er
 }
 
 fn timestamp_ns(raw: &RawValue) -> Option<i64> {
-    audit_core::sink::timestamp_ns(&string_of(raw).ok()??)
+    crate::sink::timestamp_ns(&string_of(raw).ok()??)
 }
 
 /// A string member as itself, any other value as its compact JSON text.
@@ -81,7 +103,7 @@ fn string_of(raw: &RawValue) -> Result<Option<Cow<'_, str>>, serde_json::Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use audit_core::sink::{column_value, INDEX_COLUMNS};
+    use crate::sink::{column_value, INDEX_COLUMNS};
 
     /// What the verifier expects, column by column.
     fn expected(text: &str) -> Vec<Option<String>> {
@@ -111,7 +133,12 @@ mod tests {
         ];
         for text in cases {
             assert_eq!(actual(text), expected(text), "{text}");
+            let got = index_values(text).expect("index values");
+            let by_name: Vec<_> = INDEX_COLUMNS.iter().map(|c| got.column(c)).collect();
+            assert_eq!(by_name, expected(text), "{text}");
         }
+        let got = index_values(cases[0]).expect("index values");
+        assert_eq!(got.column("no_such_column"), None);
     }
 
     #[test]
