@@ -328,7 +328,9 @@ pub fn timestamp_ns(ts: &str) -> Option<i64> {
 /// The value an index column must hold for a record, derived from the
 /// record's JSON: strings as themselves, `ts_ns` as the timestamp in
 /// nanoseconds since the Unix epoch, and `None` where the member is absent
-/// (non-entry records). Backends store it; verifiers compare against it.
+/// (non-entry records). This states the rule over a parsed record;
+/// [`index_values`] computes the same values from the text, and is what
+/// backends store and the verifier compares against.
 pub fn column_value(record: &serde_json::Value, column: &str) -> Option<String> {
     if column == "ts_ns" {
         let ts = record.get("timestamp")?.as_str()?;
