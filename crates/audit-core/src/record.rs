@@ -645,14 +645,22 @@ const SMALL_KEYS: usize = 32;
 /// `parse_record`.
 fn fingerprint(s: &str) -> u64 {
     let b = s.as_bytes();
+    // Fixed-size copies compile to single loads; copying a variable length
+    // called memcpy, and the load after it stalled.
     let word = |at: &[u8]| {
         let mut w = [0u8; 8];
-        let n = at.len().min(8);
-        w[..n].copy_from_slice(&at[..n]);
+        w.copy_from_slice(at);
         u64::from_le_bytes(w)
     };
-    let head = word(b);
-    let tail = word(&b[b.len().saturating_sub(8)..]);
+    let (head, tail) = if b.len() >= 8 {
+        (word(&b[..8]), word(&b[b.len() - 8..]))
+    } else {
+        let short = b
+            .iter()
+            .rev()
+            .fold(0u64, |w, &byte| (w << 8) | u64::from(byte));
+        (short, short)
+    };
     head.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ tail.rotate_left(29) ^ b.len() as u64
 }
 
