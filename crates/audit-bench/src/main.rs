@@ -677,6 +677,12 @@ async fn bench_models(rows: &mut Vec<Row>, base: &Path, secs: u64) {
             &[16, 64][..],
             "model: the same, the sink thread pulling whatever is sealed",
         ),
+        (
+            ModelPlumbing::SinkPull,
+            false,
+            &[64][..],
+            "model: the sink thread pulling, into space zeroed before the run",
+        ),
     ] {
         let mut rates = Vec::new();
         for &producers in counts {
@@ -1298,7 +1304,7 @@ fn profile_verify_parts() {
 const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
        audit-bench --file-only [PRODUCERS]
        audit-bench --together-only
-       audit-bench --model one-batch|zeroed|sink-pull
+       audit-bench --model one-batch|zeroed|sink-pull|sink-pull-zeroed
        audit-bench --profile-verify
 --file-only, --together-only and --model run one row (64 producers by
 default) for profiling.
@@ -1340,9 +1346,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     "one-batch" => (ModelPlumbing::OneBatch, true),
                     "zeroed" => (ModelPlumbing::OneBatch, false),
                     "sink-pull" => (ModelPlumbing::SinkPull, true),
+                    "sink-pull-zeroed" => (ModelPlumbing::SinkPull, false),
                     other => {
                         return Err(format!(
-                            "unknown model {other:?}; models: one-batch, zeroed, sink-pull"
+                            "unknown model {other:?}; models: one-batch, zeroed, sink-pull, sink-pull-zeroed"
                         ))
                     }
                 })
