@@ -32,8 +32,9 @@ pub enum BuildError {
     /// The configuration is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A sink could not be opened.
-    #[error("sink {name}: {source}")]
+    /// A sink could not be opened. The message is the sink's error, which
+    /// already names the sink.
+    #[error("{source}")]
     Sink {
         /// The sink's name.
         name: String,

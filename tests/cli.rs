@@ -210,6 +210,59 @@ fn a_fork_between_sinks_refuses_to_start() {
 }
 
 #[test]
+fn append_refuses_a_log_whose_last_line_is_not_a_record_and_says_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("file.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nkind = \"file\"\nname = \"left\"\ndir = \"left\"\n",
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf8");
+    assert!(audit(
+        dir.path(),
+        &["append", "--config", config],
+        entries(0, 3).as_bytes()
+    )
+    .status
+    .success());
+    let segment = std::fs::read_dir(dir.path().join("left"))
+        .expect("sink dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a segment");
+    let before = std::fs::read(&segment).expect("read segment");
+    let mut hostile = before.clone();
+    hostile.extend_from_slice(b"garbage\x00\xff\n");
+    std::fs::write(&segment, &hostile).expect("append garbage");
+
+    let out = audit(
+        dir.path(),
+        &["append", "--config", config],
+        entries(3, 1).as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    // The file and the garbage line's first byte, without a line number the
+    // sink did not count, and the sink named once.
+    let at = format!(
+        "{} (byte {})",
+        Path::new("left")
+            .join(segment.file_name().expect("name"))
+            .display(),
+        before.len()
+    );
+    assert!(err.contains(&at), "{err}");
+    assert_eq!(err.matches("sink left").count(), 1, "{err}");
+    assert!(!err.contains(".jsonl:0"), "{err}");
+    assert_eq!(
+        std::fs::read(&segment).expect("read segment"),
+        hostile,
+        "nothing rewritten"
+    );
+}
+
+#[test]
 fn resync_backfills_a_new_sink_from_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let one = dir.path().join("one.toml");

@@ -40,7 +40,8 @@ pub enum Location {
     Line {
         /// The file (shared: a reader hands out one per record).
         path: std::sync::Arc<std::path::Path>,
-        /// 1-based line number.
+        /// 1-based line number, or 0 where the reader did not count lines
+        /// (a sink reading only its last record, from the end of the file).
         line: u64,
         /// Byte offset of the line's first byte.
         offset: u64,
@@ -56,7 +57,8 @@ pub enum Location {
     Object {
         /// The object key.
         key: String,
-        /// 1-based line number within the object.
+        /// 1-based line number within the object, or 0 for the object as a
+        /// whole or its last line found from the end.
         line: u64,
     },
     /// A position in an in-memory log.
@@ -69,10 +71,16 @@ pub enum Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Location::Line {
+                path,
+                line: 0,
+                offset,
+            } => write!(f, "{} (byte {offset})", path.display()),
             Location::Line { path, line, offset } => {
                 write!(f, "{}:{line} (byte {offset})", path.display())
             }
             Location::Row { path, rowid } => write!(f, "{} row {rowid}", path.display()),
+            Location::Object { key, line: 0 } => f.write_str(key),
             Location::Object { key, line } => write!(f, "{key}:{line}"),
             Location::Memory { index } => write!(f, "memory[{index}]"),
         }
