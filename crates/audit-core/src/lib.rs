@@ -30,6 +30,7 @@ pub mod checkpoint;
 pub mod entry;
 mod entry_json;
 mod index_columns;
+pub mod lock_file;
 pub mod memory;
 pub mod record;
 pub mod sink;

@@ -184,6 +184,20 @@ pub enum SinkError {
         /// What is wrong.
         detail: String,
     },
+    /// Another writer holds the log (see [`crate::lock_file`]).
+    #[error(
+        "sink {sink}: the log is in use by another writer{}: {} is locked",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        path.display()
+    )]
+    InUse {
+        /// The sink.
+        sink: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's pid, when it recorded one.
+        holder: Option<u32>,
+    },
     /// A failure injected by a test.
     #[error("sink {sink}: injected fault: {detail}")]
     Injected {

@@ -1,0 +1,124 @@
+//! One writer per log. Two writers that each resume the chain from the head
+//! they read would both append after it: the second overwrites or forks
+//! records the first has already acknowledged. So a backend that appends to
+//! local files holds an exclusive lock on a file beside them for as long as
+//! it is open for writing. Readers (the verifier, queries) take no lock.
+//!
+//! The lock is `flock(2)`: the kernel drops it when the holder exits, however
+//! it exits (a SIGKILL included), so a crash never leaves a stale lock behind.
+//! Locks are per open file, so a second sink on the same log in the same
+//! process is refused too.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::sink::SinkError;
+
+/// An exclusive lock held on a file until this value is dropped.
+#[derive(Debug)]
+pub struct LockFile {
+    path: PathBuf,
+    // Held only for its lock, which closing the file releases.
+    _file: File,
+}
+
+impl LockFile {
+    /// Takes the lock on `path` (created, mode 0600, if absent) without
+    /// waiting. When another writer holds it, returns [`SinkError::InUse`]
+    /// with that writer's pid if it recorded one.
+    pub fn acquire(sink: &str, path: &Path) -> Result<Self, SinkError> {
+        let io = |op: &'static str| {
+            move |source| SinkError::Io {
+                sink: sink.to_string(),
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io("open lock file"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                // The holder writes its pid just after it takes the lock, so
+                // this may find nothing yet; the pid is only for the message.
+                let holder = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(SinkError::InUse {
+                    sink: sink.to_string(),
+                    path: path.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io("lock")(e)),
+        }
+        // Only for the next writer's error message: the lock itself is what
+        // excludes it, so failing to record the pid is not an error.
+        let recorded = file
+            .set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        if let Err(e) = recorded {
+            tracing::debug!(sink, path = %path.display(), error = %e, "could not record the pid in the lock file");
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// The locked file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_first_ones_pid_until_it_lets_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("LOCK");
+        let first = LockFile::acquire("a", &path).expect("first");
+        match LockFile::acquire("b", &path) {
+            Err(SinkError::InUse {
+                sink,
+                path: p,
+                holder,
+            }) => {
+                assert_eq!(sink, "b");
+                assert_eq!(p, path);
+                assert_eq!(holder, Some(std::process::id()));
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        let again = LockFile::acquire("b", &path).expect("free again");
+        assert_eq!(again.path(), path);
+    }
+
+    #[test]
+    fn an_unopenable_lock_path_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing").join("LOCK");
+        match LockFile::acquire("a", &path) {
+            Err(SinkError::Io { path: p, op, .. }) => {
+                assert_eq!(p, path);
+                assert_eq!(op, "open lock file");
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+    }
+}
