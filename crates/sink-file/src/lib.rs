@@ -17,6 +17,11 @@
 //!   mid-write) is moved to `<segment>.torn-<time>` beside the log and the
 //!   segment is truncated to its last complete record. A failed write or
 //!   fdatasync is undone the same way before the error is returned.
+//! - **One writer**: an open sink holds an exclusive lock on
+//!   [`LOCK_FILE_NAME`] in its directory, so a second writer, in this process
+//!   or another, is refused with [`audit_core::SinkError::InUse`] instead of
+//!   overwriting records the first has acknowledged. The kernel drops the lock
+//!   when the process ends, however it ends. Readers take no lock.
 //! - **Rotation** by size and age; the chain continues across segments.
 //! - **The file changing underneath**: before each batch the active segment's
 //!   device and inode are compared with the path's. A deleted, renamed or
@@ -55,3 +60,4 @@ mod writer;
 pub use backend::FileSink;
 pub use config::FileSinkConfig;
 pub use reader::FileLog;
+pub use writer::LOCK_FILE_NAME;

@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use audit_core::lock_file::LockFile;
 use audit_core::{ChainHead, Location, Record, RecordBatch, SinkError};
 
 use crate::config::FileSinkConfig;
@@ -76,7 +77,13 @@ pub(crate) struct SegmentWriter {
     head: Option<ChainHead>,
     poisoned: Option<String>,
     buf: Vec<u8>,
+    /// This writer's claim on the directory; declared last, so it is
+    /// released only after the drop has trimmed the active segment.
+    lock: Option<LockFile>,
 }
+
+/// The file in a sink's directory that its one writer holds locked.
+pub const LOCK_FILE_NAME: &str = "audit.lock";
 
 impl SegmentWriter {
     pub(crate) fn open(cfg: FileSinkConfig) -> Result<Self, SinkError> {
@@ -86,6 +93,7 @@ impl SegmentWriter {
             head: None,
             poisoned: None,
             buf: Vec::new(),
+            lock: None,
         };
         w.load()?;
         Ok(w)
@@ -108,7 +116,8 @@ impl SegmentWriter {
     /// its last line (or the previous segment's, if the active one is empty).
     fn load(&mut self) -> Result<(), SinkError> {
         let dir = self.cfg.dir.clone();
-        if !dir.exists() {
+        let created = !dir.exists();
+        if created {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -117,6 +126,14 @@ impl SegmentWriter {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent).map_err(|e| self.io("fsync directory", parent, e))?;
             }
+        }
+        // Before anything below reads or repairs the segments. A directory
+        // created again under a running writer holds no lock yet.
+        if created || self.lock.is_none() {
+            self.lock = Some(LockFile::acquire(
+                &self.cfg.name,
+                &dir.join(LOCK_FILE_NAME),
+            )?);
         }
         let segments = list_segments(&dir).map_err(|e| self.io("list", &dir, e))?;
         self.active = None;

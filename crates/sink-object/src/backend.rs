@@ -39,7 +39,12 @@ pub struct ObjectSink {
     log: ObjectLog,
     conditional: bool,
     state: Mutex<State>,
+    /// On a local filesystem, this writer's claim on the log's directory.
+    _lock: Option<audit_core::lock_file::LockFile>,
 }
+
+/// The lock file in a log's directory on the `fs` service.
+pub const LOCK_FILE_NAME: &str = "audit.lock";
 
 impl std::fmt::Debug for ObjectSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,8 +58,13 @@ impl ObjectSink {
     /// Connects, checks that the store answers (a missing bucket or wrong
     /// credentials fail here, naming the service and key), and finds the head
     /// from the `HEAD` pointer plus a listing of what came after it.
+    ///
+    /// On the `fs` service the sink also locks `audit.lock` in the log's
+    /// directory, before reading the head: a second writer of the same log on
+    /// this machine is refused with [`SinkError::InUse`].
     pub async fn open(config: ObjectSinkConfig) -> Result<Self, SinkError> {
         let log = ObjectLog::open(&config)?;
+        let lock = lock_local_log(&config).await?;
         let conditional = log.op.info().capability().write_with_if_not_exists;
         let head = find_head(&log).await?;
         Ok(Self {
@@ -66,6 +76,7 @@ impl ObjectSink {
                 last_write: None,
                 last_pointer: None,
             }),
+            _lock: lock,
         })
     }
 
@@ -77,6 +88,40 @@ impl ObjectSink {
     fn head_key(&self) -> String {
         format!("{}HEAD", self.log.dir)
     }
+}
+
+/// Locks the log's directory when the store is a local filesystem. Remote
+/// stores have no such lock; see docs/FORMAT.md on concurrent writers.
+#[cfg_attr(not(feature = "services-fs"), allow(unused_variables))]
+async fn lock_local_log(
+    config: &ObjectSinkConfig,
+) -> Result<Option<audit_core::lock_file::LockFile>, SinkError> {
+    #[cfg(feature = "services-fs")]
+    if let crate::Service::Fs { root } = &config.service {
+        let dir = root.join(config.log_dir());
+        let name = config.name.clone();
+        let locked = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|source| SinkError::Io {
+                    sink: name.clone(),
+                    op: "create directory",
+                    path: dir.clone(),
+                    source,
+                })?;
+            audit_core::lock_file::LockFile::acquire(&name, &dir.join(LOCK_FILE_NAME))
+        })
+        .await
+        .map_err(|e| SinkError::Backend {
+            sink: config.name.clone(),
+            detail: format!("the lock task failed: {e}"),
+        })??;
+        return Ok(Some(locked));
+    }
+    Ok(None)
 }
 
 async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {

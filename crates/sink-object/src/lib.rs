@@ -7,6 +7,12 @@
 //! recent segment (it is rewritten at most once a second), so start-up lists
 //! only what came after it.
 //!
+//! One writer per log: on the `fs` service an open sink locks
+//! [`LOCK_FILE_NAME`] in the log's directory, so a second writer on the same
+//! machine is refused with [`audit_core::SinkError::InUse`]. Remote stores
+//! have no lock: there, each append checks that its segment's key is free and
+//! writes it with `If-None-Match` where the store supports it (docs/FORMAT.md).
+//!
 //! Services are Cargo features: `services-fs`, `services-s3` (S3 and
 //! S3-compatible stores such as Garage), `services-gcs`, `services-azblob`;
 //! the in-memory service is always there. Retries with backoff and timeouts
@@ -33,6 +39,6 @@ mod config;
 pub mod garage;
 mod reader;
 
-pub use backend::ObjectSink;
+pub use backend::{ObjectSink, LOCK_FILE_NAME};
 pub use config::{ObjectSinkConfig, S3Options, Service};
 pub use reader::ObjectLog;

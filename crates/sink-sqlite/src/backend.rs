@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use audit_core::lock_file::LockFile;
 use audit_core::sink::index_values;
 use audit_core::worker::SinkThread;
 use audit_core::{
@@ -120,6 +121,16 @@ struct Writer {
     layout: Layout,
     head: Option<ChainHead>,
     checkpointer: Checkpointer,
+    /// This writer's claim on the database; declared last, so it is released
+    /// only after both connections have closed.
+    _lock: LockFile,
+}
+
+/// The lock file beside a database: `<database>.lock`.
+pub fn lock_path(database: &std::path::Path) -> PathBuf {
+    let mut p = database.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
 }
 
 /// Record bytes committed between two requests to the checkpointer: a few
@@ -218,6 +229,8 @@ impl Writer {
             let op = op.to_string();
             move |e| map(&name, &path, &op, e)
         };
+        // Before the database is created, opened or changed in any way.
+        let lock = LockFile::acquire(&name, &lock_path(&path))?;
         if !path.exists() {
             // Create the file ourselves so that it (and SQLite's -wal and -shm
             // files, which copy its mode) is readable by the owner only.
@@ -329,6 +342,7 @@ impl Writer {
             layout,
             head: None,
             checkpointer,
+            _lock: lock,
         };
         w.head = w.read_head()?;
         Ok(w)

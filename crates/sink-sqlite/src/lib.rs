@@ -12,6 +12,10 @@
 //!   and a view that reads the record and prev hashes from the text.
 //!   Triggers abort any UPDATE or DELETE; the verifier still checks every
 //!   row's columns against its record, for anyone who drops the triggers.
+//! - One writer: an open sink holds an exclusive lock on `<database>.lock`
+//!   ([`lock_path`]), so a second writer, in this process or another, is
+//!   refused with [`audit_core::SinkError::InUse`] before it reads or changes
+//!   the database. Readers (queries, the verifier) take no lock.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -28,7 +32,7 @@
 //! log.close().await;
 //! let rows = sink.log().query(&Query { agent: Some("agent-7".into()), ..Query::default() }).await?;
 //! assert_eq!(rows[0].seq, 1);
-//! # for ext in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{ext}", path.display())); }
+//! # for ext in ["", "-wal", "-shm", ".lock"] { let _ = std::fs::remove_file(format!("{}{ext}", path.display())); }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -39,5 +43,5 @@ mod error;
 mod reader;
 pub mod schema;
 
-pub use backend::{SqliteSink, SqliteSinkConfig};
+pub use backend::{lock_path, SqliteSink, SqliteSinkConfig};
 pub use reader::{Query, QueryRow, SqliteLog};
