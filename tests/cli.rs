@@ -262,6 +262,96 @@ fn append_refuses_a_log_whose_last_line_is_not_a_record_and_says_where() {
     );
 }
 
+/// Two writers of one log would each resume from the head they read and
+/// overwrite or fork what the other has acknowledged. While one `audit
+/// append` runs, a second on the same sinks must be refused, naming the first
+/// one's pid, and leave the log as the first one writes it.
+#[test]
+fn a_second_writer_is_refused_while_the_first_one_runs() {
+    let object = "[[sinks]]\nkind = \"object\"\nname = \"objects\"\nservice = \"fs\"\nroot = \"objects\"\nlog_id = \"one\"\n";
+    let sqlite = "[[sinks]]\nkind = \"sqlite\"\nname = \"db\"\npath = \"only.db\"\n";
+    for (config, refused_sink) in [
+        (None, "file"),
+        (Some(sqlite), "db"),
+        (Some(object), "objects"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["append", "--receipts"];
+        if let Some(text) = config {
+            std::fs::write(dir.path().join("log.toml"), text).expect("write config");
+            args.extend(["--config", "log.toml"]);
+        }
+        let mut first = Command::new(env!("CARGO_BIN_EXE_audit"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the first writer");
+        let mut input = first.stdin.take().expect("stdin");
+        input
+            .write_all(entries(0, 1).as_bytes())
+            .expect("write stdin");
+        input.flush().expect("flush stdin");
+        // Its first receipt, printed while its input is still open, means its
+        // sinks are open, and so locked. Read on a thread so that a writer
+        // that holds receipts back fails the test instead of hanging it.
+        let stdout = first.stdout.take().expect("stdout");
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                if lines_tx.send(line.expect("read receipts")).is_err() {
+                    break;
+                }
+            }
+        });
+        let receipt = match lines.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = first.kill();
+                panic!("no receipt while the input stays open: {e}");
+            }
+        };
+        assert!(receipt.starts_with("{\"seq\":1,"), "{receipt}");
+
+        let second = audit(dir.path(), &args, entries(100, 5).as_bytes());
+        assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+        let err = stderr(&second);
+        assert!(
+            err.contains(&format!(
+                "sink {refused_sink}: the log is in use by another writer (pid {})",
+                first.id()
+            )),
+            "{err}"
+        );
+        assert!(
+            second.stdout.is_empty(),
+            "no receipts from the refused writer"
+        );
+
+        input
+            .write_all(entries(1, 9).as_bytes())
+            .expect("write stdin");
+        drop(input);
+        let status = first.wait().expect("wait");
+        assert!(status.success());
+        reader.join().expect("receipt reader");
+        assert_eq!(lines.iter().count(), 9);
+
+        // The lock went with the first writer: a third one continues its chain.
+        let third = audit(dir.path(), &args, entries(200, 1).as_bytes());
+        assert!(third.status.success(), "{}", stderr(&third));
+        assert!(String::from_utf8_lossy(&third.stdout).starts_with("{\"seq\":11,"));
+        let mut verify = vec!["verify"];
+        if config.is_some() {
+            verify.extend(["--config", "log.toml"]);
+        }
+        let checked = audit(dir.path(), &verify, b"");
+        assert!(checked.status.success(), "{}", stderr(&checked));
+    }
+}
+
 #[test]
 fn resync_backfills_a_new_sink_from_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");

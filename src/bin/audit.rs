@@ -244,28 +244,42 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
                 eprintln!("line {line}: not appended: {e}");
             }
         };
-    while let Some((line, item)) = rx.recv().await {
-        match item {
-            Err(reason) => {
+    // Receipts are settled in input order as soon as each is durable, so a
+    // producer streaming into stdin gets them while it streams, not at EOF.
+    #[allow(clippy::large_enum_variant)] // one transient value per line, never stored
+    enum Step {
+        Settled(Result<auditlog::Receipt, audit_core::AppendError>),
+        Input(Option<(u64, Result<AuditEntry, String>)>),
+    }
+    let mut input_open = true;
+    loop {
+        let can_read = input_open && inflight.len() < MAX_IN_FLIGHT;
+        let step = match inflight.front_mut() {
+            Some((_, pending)) => tokio::select! {
+                biased;
+                result = pending => Step::Settled(result),
+                item = rx.recv(), if can_read => Step::Input(item),
+            },
+            None if input_open => Step::Input(rx.recv().await),
+            None => break,
+        };
+        match step {
+            Step::Settled(result) => {
+                if let Some((line, _)) = inflight.pop_front() {
+                    settle(result, line);
+                }
+            }
+            Step::Input(None) => input_open = false,
+            Step::Input(Some((line, Err(reason)))) => {
                 rejected += 1;
                 eprintln!("line {line}: rejected: {reason}");
             }
-            Ok(entry) => {
-                // Queued in input order, so sequence numbers follow the input.
-                match log.enqueue(&entry).await {
-                    Ok(pending) => inflight.push_back((line, pending)),
-                    Err(e) => settle(Err(e), line),
-                }
-                if inflight.len() >= 4096 {
-                    if let Some((line, pending)) = inflight.pop_front() {
-                        settle(pending.await, line);
-                    }
-                }
-            }
+            // Queued in input order, so sequence numbers follow the input.
+            Step::Input(Some((line, Ok(entry)))) => match log.enqueue(&entry).await {
+                Ok(pending) => inflight.push_back((line, pending)),
+                Err(e) => settle(Err(e), line),
+            },
         }
-    }
-    while let Some((line, pending)) = inflight.pop_front() {
-        settle(pending.await, line);
     }
     let _ = reader.await;
     log.close().await;
@@ -285,6 +299,10 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
 /// one level more than serde_json's default limit counts with the entry's own
 /// object; the depth is checked first, so lifting that limit cannot exhaust
 /// the stack.
+/// Appends `audit append` keeps queued before it waits for the oldest one's
+/// receipt: enough to fill the writer's batches from a single input stream.
+const MAX_IN_FLIGHT: usize = 4096;
+
 fn parse_entry(text: &str) -> Result<AuditEntry, String> {
     let max = audit_core::MAX_NESTING + 1;
     if json_depth_exceeds(text.as_bytes(), max) {
