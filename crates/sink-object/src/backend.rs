@@ -215,7 +215,7 @@ impl Sink for ObjectSink {
             let due = t + self.config.min_segment_interval;
             tokio::time::sleep_until(due.into()).await;
         }
-        let key = segment_key(&self.log.dir, batch.first().seq(), batch.last().seq());
+        let key = segment_key(&self.log.dir, batch.first().seq());
         // Never rewrite an object. Some stores (Garage among them) accept
         // If-None-Match but overwrite anyway, so check first as well.
         match self.log.op.stat(&key).await {

@@ -1,17 +1,24 @@
 //! Object-storage backend for auditlog, on Apache OpenDAL.
 //!
-//! Records are stored in immutable segment objects named by their sequence
-//! range, `<prefix>/<log id>/segments/<first>-<last>.jsonl` (20-digit,
-//! zero-padded, so a name sort is chain order). Each `append` writes one
-//! object; an object is never rewritten. A small `HEAD` object points at a
+//! Records are stored in immutable segment objects named by their first
+//! sequence, `<prefix>/<log id>/segments/<first>.jsonl` (20-digit,
+//! zero-padded, so a name sort is chain order; logs written before
+//! 2026-11-27 named them `<first>-<last>.jsonl`, and are still read and
+//! appended to). Each `append` writes one object; an object is never
+//! rewritten. A small `HEAD` object points at a
 //! recent segment (it is rewritten at most once a second), so start-up lists
 //! only what came after it.
 //!
 //! One writer per log: on the `fs` service an open sink locks
 //! [`LOCK_FILE_NAME`] in the log's directory, so a second writer on the same
 //! machine is refused with [`audit_core::SinkError::InUse`]. Remote stores
-//! have no lock: there, each append checks that its segment's key is free and
-//! writes it with `If-None-Match` where the store supports it (docs/FORMAT.md).
+//! have no lock. There, the segment after a given record has one key however
+//! long it is, so two writers continuing the same head write the same key:
+//! each append checks that the key is free and creates it with
+//! `If-None-Match`, and the second writer is refused. On a store that
+//! ignores `If-None-Match` (Garage), only the check guards the key, and two
+//! writes racing within the same moment can still both land; the verifier
+//! reports such a fork (docs/FORMAT.md).
 //!
 //! Services are Cargo features: `services-fs`, `services-s3` (S3 and
 //! S3-compatible stores such as Garage), `services-gcs`, `services-azblob`;

@@ -7,25 +7,32 @@ use opendal::{ErrorKind, Operator};
 
 use crate::config::ObjectSinkConfig;
 
-/// A segment object: its key and the sequence range its name promises.
+/// A segment object: its key and the first sequence its name promises.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SegmentKey {
     pub key: String,
     pub first: u64,
-    pub last: u64,
 }
 
-pub(crate) fn segment_key(dir: &str, first: u64, last: u64) -> String {
-    format!("{dir}segments/{first:020}-{last:020}.jsonl")
+/// The key of the segment whose first record is `first`. Named by its first
+/// sequence alone, so that two writers continuing the same head write the
+/// same key, and a conditional create lets only one of them succeed.
+pub(crate) fn segment_key(dir: &str, first: u64) -> String {
+    format!("{dir}segments/{first:020}.jsonl")
 }
 
-fn parse_segment(key: &str) -> Option<(u64, u64)> {
-    let name = key.rsplit('/').next()?;
-    let (a, b) = name.strip_suffix(".jsonl")?.split_once('-')?;
-    if a.len() != 20 || b.len() != 20 {
-        return None;
-    }
-    Some((a.parse().ok()?, b.parse().ok()?))
+/// The first sequence in a segment's name: `<first>.jsonl`, or
+/// `<first>-<last>.jsonl` as versions before 2026-11-27 named segments.
+fn parse_segment(key: &str) -> Option<u64> {
+    let name = key.rsplit('/').next()?.strip_suffix(".jsonl")?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let first = match name.split_once('-') {
+        Some((first, last)) if digits(first) && digits(last) => first,
+        Some(_) => return None,
+        None if digits(name) => name,
+        None => return None,
+    };
+    first.parse().ok()
 }
 
 /// A log in object storage, opened for reading (verification, backfill).
@@ -71,12 +78,12 @@ impl ObjectLog {
             .into_iter()
             .filter_map(|e| {
                 let key = e.path().to_string();
-                let (first, last) = parse_segment(&key)?;
-                Some(SegmentKey { key, first, last })
+                let first = parse_segment(&key)?;
+                Some(SegmentKey { key, first })
             })
             .filter(|s| after.is_none_or(|a| s.key.as_str() > a))
             .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by(|a, b| (a.first, &a.key).cmp(&(b.first, &b.key)));
         Ok(out)
     }
 
@@ -143,12 +150,14 @@ impl ObjectLog {
 #[async_trait]
 impl RecordReader for ObjectLog {
     async fn read_from(&self, from_seq: u64) -> Result<Box<dyn RecordCursor>, SinkError> {
-        let segments: Vec<SegmentKey> = self
-            .segments(None)
-            .await?
-            .into_iter()
-            .filter(|s| s.last >= from_seq)
-            .collect();
+        let mut segments = self.segments(None).await?;
+        // Segments tile the chain, so `from_seq` is in the last one that
+        // starts at or before it.
+        let start = segments
+            .iter()
+            .rposition(|s| s.first <= from_seq)
+            .unwrap_or(0);
+        segments.drain(..start);
         Ok(Box::new(ObjectCursor {
             log: self.clone(),
             segments: segments.into_iter(),
@@ -311,5 +320,34 @@ impl RecordCursor for ObjectCursor {
         let take = self.ready.len().min(max.max(1));
         let out: Vec<StoredRecord> = self.ready.drain(..take).collect();
         Ok(if out.is_empty() { None } else { Some(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_give_their_first_sequence_in_either_form() {
+        let dir = "audit/log/";
+        assert_eq!(
+            segment_key(dir, 7),
+            "audit/log/segments/00000000000000000007.jsonl"
+        );
+        assert_eq!(parse_segment(&segment_key(dir, 7)), Some(7));
+        assert_eq!(
+            parse_segment("audit/log/segments/00000000000000000007-00000000000000000009.jsonl"),
+            Some(7)
+        );
+        for not_a_segment in [
+            "audit/log/segments/7.jsonl",
+            "audit/log/segments/00000000000000000007-9.jsonl",
+            "audit/log/segments/00000000000000000007.json",
+            "audit/log/segments/0000000000000000000x.jsonl",
+            "audit/log/segments/-00000000000000000007.jsonl",
+            "audit/log/HEAD",
+        ] {
+            assert_eq!(parse_segment(not_a_segment), None, "{not_a_segment}");
+        }
     }
 }

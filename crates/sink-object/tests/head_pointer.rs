@@ -58,3 +58,57 @@ async fn a_bad_head_pointer_is_ignored() {
         );
     }
 }
+
+/// Logs written before segments were named by their first sequence alone
+/// (`<first>-<last>.jsonl`) are read, resumed and appended to: new segments
+/// take the new name, and reads from any sequence start in the right one.
+#[tokio::test]
+async fn a_log_with_segments_named_by_their_range_is_resumed_under_the_new_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 20);
+    let segments = dir.path().join("audit/log/segments");
+    std::fs::create_dir_all(&segments).expect("mkdir");
+    for (first, last) in [(1u64, 6u64), (7, 10)] {
+        let lines: Vec<u8> = recs[(first - 1) as usize..last as usize]
+            .iter()
+            .flat_map(|r| r.line().to_vec())
+            .collect();
+        std::fs::write(
+            segments.join(format!("{first:020}-{last:020}.jsonl")),
+            lines,
+        )
+        .expect("plant");
+    }
+    let sink = ObjectSink::open(fs_config(dir.path())).await.expect("open");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[9].head()));
+    for chunk in recs[10..].chunks(5) {
+        let batch = RecordBatch::new(chunk.to_vec()).expect("contiguous");
+        sink.append(&batch).await.expect("append");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&segments)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00000000000000000001-00000000000000000006.jsonl",
+            "00000000000000000007-00000000000000000010.jsonl",
+            "00000000000000000011.jsonl",
+            "00000000000000000016.jsonl",
+        ]
+    );
+    drop(sink);
+    let sink = ObjectSink::open(fs_config(dir.path()))
+        .await
+        .expect("reopen");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[19].head()));
+    assert_eq!(read_verified(&sink).await.len(), 20);
+    for from in [1u64, 6, 7, 11, 15, 16, 20] {
+        let items = audit_core::testing::read_all(&sink, from).await;
+        assert_eq!(items.len() as u64, 21 - from, "from {from}");
+        let first = audit_core::Record::from_text(&items[0].text).expect("record");
+        assert_eq!(first.seq(), from);
+    }
+}
