@@ -88,6 +88,79 @@ impl ObjectSink {
     fn head_key(&self) -> String {
         format!("{}HEAD", self.log.dir)
     }
+
+    /// Creates the object `key` unless it exists: `false` when it does. Some
+    /// stores (Garage among them) accept If-None-Match but overwrite anyway,
+    /// so the key is checked first as well.
+    async fn create(&self, key: &str, body: Vec<u8>) -> Result<bool, SinkError> {
+        match self.log.op.stat(key).await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(self.log.error("stat", key, e)),
+        }
+        let write = self
+            .log
+            .op
+            .write_with(key, body)
+            .if_not_exists(self.conditional);
+        match write.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(self.log.error("write", key, e)),
+        }
+    }
+
+    /// Whether the existing object `key` holds, from its start, records of
+    /// `rest` (whose lines are `body`): how many, and the head it leaves,
+    /// which is the object's own last record if it holds more than `rest`.
+    /// `None` when its bytes are not ours.
+    async fn ours_already(
+        &self,
+        key: &str,
+        rest: &[Record],
+        body: &[u8],
+    ) -> Result<Option<(usize, ChainHead)>, SinkError> {
+        let size = self
+            .log
+            .op
+            .stat(key)
+            .await
+            .map_err(|e| self.log.error("stat", key, e))?
+            .content_length();
+        if size == 0 {
+            return Ok(None);
+        }
+        let want = size.min(body.len() as u64);
+        let held = self
+            .log
+            .op
+            .read_with(key)
+            .range(0..want)
+            .await
+            .map_err(|e| self.log.error("read", key, e))?
+            .to_bytes();
+        if held.len() as u64 != want || !body.starts_with(&held) {
+            return Ok(None);
+        }
+        if size > body.len() as u64 {
+            // All of `rest` is there, and more: the head is the object's last
+            // record, which must be a record.
+            let window = crate::reader::MAX_LINE as u64 + 2;
+            let tail = self.log.read_tail(key, window).await?;
+            let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
+            let line = memchr::memrchr(b'\n', text).map_or(text, |i| &text[i + 1..]);
+            return Ok(Record::from_text(line).ok().map(|r| (rest.len(), r.head())));
+        }
+        // The object must end where one of our lines ends.
+        let mut end = 0;
+        for (i, r) in rest.iter().enumerate() {
+            end += r.line().len();
+            if end as u64 == size {
+                return Ok(Some((i + 1, r.head())));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Locks the log's directory when the store is a local filesystem. Remote
@@ -215,44 +288,42 @@ impl Sink for ObjectSink {
             let due = t + self.config.min_segment_interval;
             tokio::time::sleep_until(due.into()).await;
         }
-        let key = segment_key(&self.log.dir, batch.first().seq());
-        // Never rewrite an object. Some stores (Garage among them) accept
-        // If-None-Match but overwrite anyway, so check first as well.
-        match self.log.op.stat(&key).await {
-            Ok(_) => {
-                return Err(SinkError::Corrupt {
-                    sink: self.config.name.clone(),
-                    location: Location::Object { key, line: 0 },
-                    detail:
-                        "a segment object with this range already exists; refusing to overwrite it"
-                            .into(),
-                })
+        let records = batch.records();
+        let mut done = 0;
+        let mut key = String::new();
+        let mut last = batch.last().head();
+        while done < records.len() {
+            let rest = &records[done..];
+            key = segment_key(&self.log.dir, rest[0].seq());
+            let mut body = Vec::with_capacity(rest.iter().map(|r| r.line().len()).sum());
+            for r in rest {
+                body.extend_from_slice(r.line());
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(self.log.error("stat", &key, e)),
-        }
-        let mut body = Vec::with_capacity(batch.byte_len());
-        for r in batch.records() {
-            body.extend_from_slice(r.line());
-        }
-        let write = self
-            .log
-            .op
-            .write_with(&key, body)
-            .if_not_exists(self.conditional);
-        match write.await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
-                return Err(SinkError::Corrupt {
-                    sink: self.config.name.clone(),
-                    location: Location::Object { key, line: 0 },
-                    detail: "another writer created this segment first".into(),
-                })
+            if self.create(&key, body.clone()).await? {
+                break;
             }
-            Err(e) => return Err(self.log.error("write", &key, e)),
+            // The key is taken. A write of ours that landed although it
+            // reported failure (a timeout, a retry answered 412) left these
+            // same bytes there: take them as written. Anything else is
+            // another writer's segment, which is never overwritten.
+            match self.ours_already(&key, rest, &body).await? {
+                Some((held, head)) => {
+                    tracing::info!(sink = %self.config.name, %key, records = held, "segment already holds these records; an earlier write of them landed");
+                    done += held;
+                    if done == records.len() {
+                        last = head;
+                    }
+                }
+                None => {
+                    return Err(SinkError::Corrupt {
+                        sink: self.config.name.clone(),
+                        location: Location::Object { key, line: 0 },
+                        detail: "another writer created the segment after this sink's head, with other records; refusing to overwrite it".into(),
+                    })
+                }
+            }
         }
         state.last_write = Some(Instant::now());
-        let last = batch.last().head();
         state.head = Some(last);
         let pointer = HeadPointer {
             key,

@@ -15,7 +15,9 @@
 //! have no lock. There, the segment after a given record has one key however
 //! long it is, so two writers continuing the same head write the same key:
 //! each append checks that the key is free and creates it with
-//! `If-None-Match`, and the second writer is refused. On a store that
+//! `If-None-Match`, and the second writer is refused. (A key holding the very
+//! records being written is the writer's own earlier write, which landed
+//! although it saw it fail: it is taken as written.) On a store that
 //! ignores `If-None-Match` (Garage), only the check guards the key, and two
 //! writes racing within the same moment can still both land; the verifier
 //! reports such a fork (docs/FORMAT.md).

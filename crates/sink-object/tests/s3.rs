@@ -219,3 +219,59 @@ async fn a_second_writer_cannot_fork_the_log() {
         ours.iter().map(|r| r.hash()).collect::<Vec<_>>()
     );
 }
+
+/// A write that landed although the writer saw it fail (a timeout, or a
+/// retry that the store answers with 412) leaves the writer's own records
+/// under the key it tries again: those are taken as written, never refused
+/// and never stored twice.
+#[tokio::test]
+async fn a_segment_already_holding_the_batch_is_taken_as_written() {
+    let Ok(opts) = s3_env() else {
+        eprintln!(
+            "SKIPPED a_segment_already_holding_the_batch_is_taken_as_written: no S3 endpoint"
+        );
+        return;
+    };
+    let prefix = unique("landed");
+    let open = || {
+        ObjectSink::open(ObjectSinkConfig::new(
+            "s3",
+            Service::S3(opts.clone()),
+            prefix.clone(),
+            "log",
+        ))
+    };
+    let batch = |records: &[Record]| audit_core::RecordBatch::new(records.to_vec()).expect("batch");
+    // Each of these stands for the writer after it lost the answer to a
+    // write: it still believes the log is empty.
+    let landed = open().await.expect("open");
+    let retry_longer = open().await.expect("open");
+    let retry_shorter = open().await.expect("open");
+    let ours = audit_core::testing::sample_records(None, 8);
+    landed.append(&batch(&ours[..5])).await.expect("1..5 land");
+    // Trying 1..8 again: 1..5 are there, 6..8 go into the next segment.
+    retry_longer
+        .append(&batch(&ours))
+        .await
+        .expect("1..8 after 1..5 landed");
+    assert_eq!(
+        retry_longer.head().await.expect("head"),
+        Some(ours[7].head())
+    );
+    // Trying only 1..3 again: the segment holds them and more; the head is
+    // where that segment ends.
+    retry_shorter
+        .append(&batch(&ours[..3]))
+        .await
+        .expect("1..3 after 1..5 landed");
+    assert_eq!(
+        retry_shorter.head().await.expect("head"),
+        Some(ours[4].head())
+    );
+    let stored = read_verified(landed.log()).await;
+    assert_eq!(
+        stored.iter().map(|r| r.hash()).collect::<Vec<_>>(),
+        ours.iter().map(|r| r.hash()).collect::<Vec<_>>()
+    );
+    assert_eq!(landed.log().segment_keys().await.expect("keys").len(), 2);
+}
