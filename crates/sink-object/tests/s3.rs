@@ -152,6 +152,41 @@ async fn an_outage_degrades_the_sink_and_it_catches_up_with_no_gaps() {
     );
 }
 
+/// One log under a fresh prefix, which several sinks may open.
+struct OneLog {
+    opts: S3Options,
+    prefix: String,
+}
+
+impl OneLog {
+    /// `None`, after saying so, without an endpoint.
+    fn new(test: &str) -> Option<Self> {
+        let Ok(opts) = s3_env() else {
+            eprintln!("SKIPPED {test}: no S3 endpoint");
+            return None;
+        };
+        Some(Self {
+            opts,
+            prefix: unique(test),
+        })
+    }
+
+    async fn open(&self) -> ObjectSink {
+        ObjectSink::open(ObjectSinkConfig::new(
+            "s3",
+            Service::S3(self.opts.clone()),
+            self.prefix.clone(),
+            "log",
+        ))
+        .await
+        .expect("open")
+    }
+}
+
+fn batch(records: &[Record]) -> audit_core::RecordBatch {
+    audit_core::RecordBatch::new(records.to_vec()).expect("batch")
+}
+
 /// `n` records of other entries than `sample_records`', continuing `head`.
 fn other_records(head: Option<audit_core::ChainHead>, n: u64) -> Vec<audit_core::Record> {
     let mut seq = audit_core::Sequencer::resume(head);
@@ -169,21 +204,8 @@ fn other_records(head: Option<audit_core::ChainHead>, n: u64) -> Vec<audit_core:
 /// writer to continue that head is refused, however its batches are cut.
 #[tokio::test]
 async fn a_second_writer_cannot_fork_the_log() {
-    let Ok(opts) = s3_env() else {
-        eprintln!("SKIPPED a_second_writer_cannot_fork_the_log: no S3 endpoint");
+    let Some(log) = OneLog::new("a_second_writer_cannot_fork_the_log") else {
         return;
-    };
-    let prefix = unique("fork");
-    let open = || {
-        ObjectSink::open(ObjectSinkConfig::new(
-            "s3",
-            Service::S3(opts.clone()),
-            prefix.clone(),
-            "log",
-        ))
-    };
-    let batch = |records: &[audit_core::Record]| {
-        audit_core::RecordBatch::new(records.to_vec()).expect("batch")
     };
     let refused = |err: audit_core::SinkError| {
         let msg = err.to_string();
@@ -192,8 +214,8 @@ async fn a_second_writer_cannot_fork_the_log() {
             "{msg}"
         );
     };
-    let a = open().await.expect("open a");
-    let b = open().await.expect("open b");
+    let a = log.open().await;
+    let b = log.open().await;
     let ours = audit_core::testing::sample_records(None, 8);
     a.append(&batch(&ours[..5])).await.expect("a writes 1..5");
     // b still believes the log is empty. Its batch is shorter than a's, so a
@@ -205,7 +227,7 @@ async fn a_second_writer_cannot_fork_the_log() {
             .expect_err("b's 1..3 refused"),
     );
     // c opens after a's first segment and continues its head, as a does.
-    let c = open().await.expect("open c");
+    let c = log.open().await;
     assert_eq!(c.head().await.expect("head"), Some(ours[4].head()));
     a.append(&batch(&ours[5..])).await.expect("a writes 6..8");
     refused(
@@ -226,27 +248,14 @@ async fn a_second_writer_cannot_fork_the_log() {
 /// and never stored twice.
 #[tokio::test]
 async fn a_segment_already_holding_the_batch_is_taken_as_written() {
-    let Ok(opts) = s3_env() else {
-        eprintln!(
-            "SKIPPED a_segment_already_holding_the_batch_is_taken_as_written: no S3 endpoint"
-        );
+    let Some(log) = OneLog::new("a_segment_already_holding_the_batch_is_taken_as_written") else {
         return;
     };
-    let prefix = unique("landed");
-    let open = || {
-        ObjectSink::open(ObjectSinkConfig::new(
-            "s3",
-            Service::S3(opts.clone()),
-            prefix.clone(),
-            "log",
-        ))
-    };
-    let batch = |records: &[Record]| audit_core::RecordBatch::new(records.to_vec()).expect("batch");
     // Each of these stands for the writer after it lost the answer to a
     // write: it still believes the log is empty.
-    let landed = open().await.expect("open");
-    let retry_longer = open().await.expect("open");
-    let retry_shorter = open().await.expect("open");
+    let landed = log.open().await;
+    let retry_longer = log.open().await;
+    let retry_shorter = log.open().await;
     let ours = audit_core::testing::sample_records(None, 8);
     landed.append(&batch(&ours[..5])).await.expect("1..5 land");
     // Trying 1..8 again: 1..5 are there, 6..8 go into the next segment.
