@@ -110,6 +110,21 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_file_without_a_pid_still_refuses_the_second_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("LOCK");
+        let _first = LockFile::acquire("a", &path).expect("first");
+        // Whatever the file says, the lock is what excludes.
+        std::fs::write(&path, "not a pid\n").expect("garble");
+        match LockFile::acquire("b", &path) {
+            Err(e @ SinkError::InUse { holder: None, .. }) => {
+                assert!(!e.to_string().contains("(pid "), "{e}");
+            }
+            other => panic!("expected InUse without a pid, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn an_unopenable_lock_path_is_an_io_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("missing").join("LOCK");
