@@ -145,11 +145,9 @@ impl ObjectSink {
         if size > body.len() as u64 {
             // All of `rest` is there, and more: the head is the object's last
             // record, which must be a record.
-            let window = crate::reader::MAX_LINE as u64 + 2;
-            let tail = self.log.read_tail(key, window).await?;
-            let text = tail.strip_suffix(b"\n").unwrap_or(&tail);
-            let line = memchr::memrchr(b'\n', text).map_or(text, |i| &text[i + 1..]);
-            return Ok(Record::from_text(line).ok().map(|r| (rest.len(), r.head())));
+            let line = self.log.last_line(key).await?;
+            let last = line.and_then(|l| Record::from_text(&l).ok());
+            return Ok(last.map(|r| (rest.len(), r.head())));
         }
         // The object must end where one of our lines ends.
         let mut end = 0;
@@ -222,30 +220,20 @@ async fn find_head(log: &ObjectLog) -> Result<Option<ChainHead>, SinkError> {
         (None, Some(p)) => p.key.clone(),
         (None, None) => return Ok(None),
     };
-    // One record at most MAX_LINE bytes, its newline, and the newline before it.
-    let window = crate::reader::MAX_LINE as u64 + 2;
-    let data = log.read_tail(&last_key, window).await?;
-    let text = data.strip_suffix(b"\n").unwrap_or(&data);
-    let last_line = match memchr::memrchr(b'\n', text) {
-        Some(i) => &text[i + 1..],
-        // No newline in the window: the whole object is one record, or its
-        // last line is longer than any record may be.
-        None if (data.len() as u64) < window => text,
-        None => {
-            return Err(SinkError::Corrupt {
-                sink: log.name.clone(),
-                location: Location::Object {
-                    key: last_key.clone(),
-                    line: 0,
-                },
-                detail: format!(
-                    "the last line is longer than {} bytes; refusing to append after it",
-                    crate::reader::MAX_LINE
-                ),
-            })
-        }
+    let Some(last_line) = log.last_line(&last_key).await? else {
+        return Err(SinkError::Corrupt {
+            sink: log.name.clone(),
+            location: Location::Object {
+                key: last_key.clone(),
+                line: 0,
+            },
+            detail: format!(
+                "the last line is longer than {} bytes; refusing to append after it",
+                crate::reader::MAX_LINE
+            ),
+        });
     };
-    let rec = Record::from_text(last_line).map_err(|e| SinkError::Corrupt {
+    let rec = Record::from_text(&last_line).map_err(|e| SinkError::Corrupt {
         sink: log.name.clone(),
         location: Location::Object {
             key: last_key.clone(),

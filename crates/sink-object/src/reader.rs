@@ -125,6 +125,23 @@ impl ObjectLog {
             .collect())
     }
 
+    /// The object's last line, without its newline, read from its tail
+    /// without loading the object; `None` when that line is longer than any
+    /// record may be.
+    pub(crate) async fn last_line(&self, key: &str) -> Result<Option<bytes::Bytes>, SinkError> {
+        // One record at most MAX_LINE bytes, its newline, and the newline before it.
+        let window = MAX_LINE as u64 + 2;
+        let data = self.read_tail(key, window).await?;
+        let end = data.len() - usize::from(data.ends_with(b"\n"));
+        Ok(match memchr::memrchr(b'\n', &data[..end]) {
+            Some(i) => Some(data.slice(i + 1..end)),
+            // No newline in the window: the whole object is one record, or its
+            // last line is longer than any record may be.
+            None if (data.len() as u64) < window => Some(data.slice(..end)),
+            None => None,
+        })
+    }
+
     /// The last `max` bytes of an object (all of it if it is smaller): enough
     /// for its last record without loading a large object whole.
     pub(crate) async fn read_tail(&self, key: &str, max: u64) -> Result<bytes::Bytes, SinkError> {
