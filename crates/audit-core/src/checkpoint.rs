@@ -10,9 +10,13 @@
 //! time <unix seconds>
 //! ```
 //!
-//! followed by a blank line and one signature line
+//! followed by a blank line and one or more signature lines
 //! `— <key name> <base64(key id ‖ signature)>`. Key IDs and key strings
 //! follow the signed-note conventions (`name+hexid+base64(0x01 ‖ key)`).
+//!
+//! A [`Seal`] note (`<log id>\nseal\n…`) is the writer's signature over the
+//! last record of each batch it wrote, so that records it did not write cannot
+//! be passed off as its own.
 
 use std::fmt;
 
@@ -227,6 +231,29 @@ impl KeyPair {
         raw.extend_from_slice(&sig.to_bytes());
         format!("{body}\n{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw))
     }
+
+    /// Adds this key's signature line to a signed note (signed-note notes may
+    /// carry several): the note's body is signed and the line appended after
+    /// the existing ones. A note without a blank line before its signatures
+    /// is returned unchanged, since there is no body to sign.
+    pub fn cosign(&self, note: &str) -> String {
+        let Some(at) = note.find("\n\n") else {
+            return note.to_string();
+        };
+        let body = &note[..at + 1];
+        let sig = self.signing.sign(body.as_bytes());
+        let mut raw = self.public().id.to_vec();
+        raw.extend_from_slice(&sig.to_bytes());
+        let mut out = String::with_capacity(note.len() + 120);
+        out.push_str(note);
+        // A note always ends with its last signature line's newline; restore it
+        // if a caller trimmed it, so the new line stands on its own.
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw)));
+        out
+    }
 }
 
 /// What a checkpoint commits to.
@@ -289,26 +316,22 @@ impl Checkpoint {
     }
 }
 
-/// A note's body and its one signature: key name, key ID, signature bytes.
-struct SplitNote<'a> {
-    body: &'a str,
+/// One signature line of a note: key name, key ID, signature bytes.
+struct SigLine<'a> {
     name: &'a str,
     id: [u8; 4],
     sig: [u8; 64],
 }
 
-/// A note split into its body and its one signature line.
-fn split_note(note: &str) -> Result<SplitNote<'_>, NoteError> {
+/// A note split into its body and its signature lines (at least one).
+struct SplitNote<'a> {
+    body: &'a str,
+    sigs: Vec<SigLine<'a>>,
+}
+
+fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
     let bad = |m: &str| NoteError::Malformed(m.to_string());
-    let at = note
-        .find("\n\n")
-        .ok_or_else(|| bad("no blank line before the signature"))?;
-    let body = &note[..at + 1];
-    let sig_line = note[at + 2..].strip_suffix('\n').unwrap_or(&note[at + 2..]);
-    if sig_line.contains('\n') {
-        return Err(bad("exactly one signature line is expected"));
-    }
-    let rest = sig_line
+    let rest = line
         .strip_prefix(SIG_PREFIX)
         .ok_or_else(|| bad("signature line must start with an em dash"))?;
     let (name, sig) = rest
@@ -324,39 +347,66 @@ fn split_note(note: &str) -> Result<SplitNote<'_>, NoteError> {
     id.copy_from_slice(&raw[..4]);
     let mut s = [0u8; 64];
     s.copy_from_slice(&raw[4..]);
-    Ok(SplitNote {
-        body,
-        name,
-        id,
-        sig: s,
-    })
+    Ok(SigLine { name, id, sig: s })
+}
+
+/// A note split into its body and its signature lines.
+fn split_note(note: &str) -> Result<SplitNote<'_>, NoteError> {
+    let bad = |m: &str| NoteError::Malformed(m.to_string());
+    let at = note
+        .find("\n\n")
+        .ok_or_else(|| bad("no blank line before the signature"))?;
+    let body = &note[..at + 1];
+    let sig_text = note[at + 2..].strip_suffix('\n').unwrap_or(&note[at + 2..]);
+    if sig_text.is_empty() {
+        return Err(bad("a note needs at least one signature line"));
+    }
+    let sigs = sig_text
+        .split('\n')
+        .map(parse_sig_line)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SplitNote { body, sigs })
 }
 
 /// Verifies a note against `keys` and returns its body and the key that signed it.
+///
+/// A note may carry several signature lines (signed-note semantics): it is
+/// accepted when some line names a trusted key (name and ID) and verifies;
+/// the key returned is the first such line's. A line by a trusted key that
+/// does not verify makes the note [`NoteError::BadSignature`], whatever the
+/// other lines say, and lines by keys not in `keys` are ignored. A note with
+/// no line by a trusted key is [`NoteError::UnknownKey`], naming its first
+/// line's key.
 pub fn verify_note<'a>(
     note: &'a str,
     keys: &[PublicKey],
 ) -> Result<(&'a str, PublicKey), NoteError> {
-    let SplitNote {
-        body,
-        name,
-        id,
-        sig,
-    } = split_note(note)?;
-    let Some(key) = keys.iter().find(|k| k.id == id && k.name == name) else {
-        return Err(NoteError::UnknownKey {
-            name: name.to_string(),
-            id: hex4(id),
-        });
-    };
-    let sig = ed25519_dalek::Signature::from_bytes(&sig);
-    key.key
-        .verify_strict(body.as_bytes(), &sig)
-        .map_err(|_| NoteError::BadSignature {
-            name: name.to_string(),
-            id: hex4(id),
-        })?;
-    Ok((body, key.clone()))
+    let SplitNote { body, sigs } = split_note(note)?;
+    let mut signer: Option<&PublicKey> = None;
+    for line in &sigs {
+        let Some(key) = keys.iter().find(|k| k.id == line.id && k.name == line.name) else {
+            continue;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&line.sig);
+        key.key
+            .verify_strict(body.as_bytes(), &sig)
+            .map_err(|_| NoteError::BadSignature {
+                name: line.name.to_string(),
+                id: hex4(line.id),
+            })?;
+        signer.get_or_insert(key);
+    }
+    match signer {
+        Some(key) => Ok((body, key.clone())),
+        None => {
+            // split_note guarantees at least one line.
+            let first = &sigs[0];
+            Err(NoteError::UnknownKey {
+                name: first.name.to_string(),
+                id: hex4(first.id),
+            })
+        }
+    }
 }
 
 /// Verifies a checkpoint note and parses what it commits to.
@@ -368,7 +418,103 @@ pub fn verify_checkpoint(
     Ok((Checkpoint::parse_body(body)?, key))
 }
 
-/// The body of a key-rotation note: the old key signs that `new` follows it.
+/// What a seal commits to: the writer vouches that record `seq`, and so the
+/// chain up to it, is its own. The writer ends every batch it writes with a
+/// `seal` record signing the batch's last record.
+///
+/// Its note body is, one item per line, each ending in `\n`:
+///
+/// ```text
+/// <log id>
+/// seal
+/// <seq, decimal>
+/// <hash of record seq, base64 standard padded>
+/// stretch <max_stretch, decimal>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    /// The log's identity (the note's origin line).
+    pub log_id: String,
+    /// The sequence of the record it seals (the record right before the seal).
+    pub seq: u64,
+    /// That record's hash.
+    pub head: Hash32,
+    /// The most records the writer may put between two consecutive seals:
+    /// a verifier reports a longer unsealed stretch as an error.
+    pub max_stretch: u64,
+}
+
+impl Seal {
+    /// The note body.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\nseal\n{}\n{}\nstretch {}\n",
+            self.log_id,
+            self.seq,
+            B64.encode(self.head.0),
+            self.max_stretch
+        )
+    }
+
+    /// Strict parse: exactly the five lines of [`Seal::body`], in canonical
+    /// form (so a body has one spelling and a checkpoint never parses as one).
+    fn parse_body(body: &str) -> Result<Self, NoteError> {
+        let bad = |m: &str| NoteError::Malformed(m.to_string());
+        let lines: Vec<&str> = body
+            .strip_suffix('\n')
+            .ok_or_else(|| bad("a seal body ends with a newline"))?
+            .split('\n')
+            .collect();
+        let [log_id, kind, seq, head, stretch] = lines[..] else {
+            return Err(bad("a seal body has exactly 5 lines"));
+        };
+        if kind != "seal" {
+            return Err(bad("not a seal note (line 2 is not `seal`)"));
+        }
+        if log_id.is_empty() {
+            return Err(bad("a seal names its log on line 1"));
+        }
+        let seq = parse_decimal(seq).ok_or_else(|| bad("line 3 is not a sequence"))?;
+        let raw = B64.decode(head).map_err(|_| bad("line 4 is not base64"))?;
+        let head: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| bad("line 4 is not a 32-byte hash"))?;
+        let max_stretch = stretch
+            .strip_prefix("stretch ")
+            .and_then(parse_decimal)
+            .ok_or_else(|| bad("line 5 is not `stretch <n>`"))?;
+        let seal = Self {
+            log_id: log_id.to_string(),
+            seq,
+            head: Hash32(head),
+            max_stretch,
+        };
+        // Only the canonical spelling (e.g. no unpadded or non-canonical base64).
+        if seal.body() != body {
+            return Err(bad("seal body is not in canonical form"));
+        }
+        Ok(seal)
+    }
+}
+
+/// A decimal without sign or leading zeros (except `0` itself).
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Verifies a seal note and parses what it commits to; returns the seal and
+/// the key that signed it. The body must be exactly a [`Seal::body`].
+pub fn verify_seal(note: &str, keys: &[PublicKey]) -> Result<(Seal, PublicKey), NoteError> {
+    let (body, key) = verify_note(note, keys)?;
+    Ok((Seal::parse_body(body)?, key))
+}
+
+/// The body of a key-rotation note: the old key signs that `new` follows it
+/// (the writer also cosigns it with `new`, see [`KeyPair::cosign`]).
 pub fn rotation_body(log_id: &str, new: &PublicKey) -> String {
     format!("{log_id}\nkey rotation\n{}\n", new.to_vkey())
 }
@@ -487,5 +633,124 @@ mod tests {
             Err(NoteError::UnknownKey { .. })
         ));
         assert!(PublicKey::from_vkey("a+00000000+AAAA").is_err());
+    }
+
+    fn seal_fixture() -> Seal {
+        Seal {
+            log_id: "log-1".into(),
+            seq: 41,
+            head: Hash32([7; 32]),
+            max_stretch: 1030,
+        }
+    }
+
+    #[test]
+    fn seals_round_trip_and_refuse_forgeries() {
+        let kp = KeyPair::generate("audit.example").expect("key");
+        let pk = kp.public();
+        let seal = seal_fixture();
+        let body = seal.body();
+        assert_eq!(
+            body,
+            format!("log-1\nseal\n41\n{}\nstretch 1030\n", B64.encode([7u8; 32]))
+        );
+        let note = kp.sign_note(&body);
+        let (got, key) = verify_seal(&note, std::slice::from_ref(&pk)).expect("verifies");
+        assert_eq!((got, key), (seal.clone(), pk.clone()));
+
+        let forged = note.replace("\n41\n", "\n42\n");
+        assert!(matches!(
+            verify_seal(&forged, std::slice::from_ref(&pk)),
+            Err(NoteError::BadSignature { .. })
+        ));
+        let other = KeyPair::generate("audit.example").expect("key");
+        assert!(matches!(
+            verify_seal(&note, &[other.public()]),
+            Err(NoteError::UnknownKey { .. })
+        ));
+        // A validly signed body with an extra line, or a padded sequence, is
+        // not a seal.
+        for body in [
+            format!("{body}extra\n"),
+            body.replace("\n41\n", "\n041\n"),
+            body.replace("stretch ", "stretch  "),
+        ] {
+            assert!(
+                matches!(
+                    verify_seal(&kp.sign_note(&body), std::slice::from_ref(&pk)),
+                    Err(NoteError::Malformed(_))
+                ),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_not_a_seal_and_a_seal_is_not_a_checkpoint() {
+        let kp = KeyPair::generate("audit.example").expect("key");
+        let pk = kp.public();
+        let cp = Checkpoint {
+            log_id: "log-1".into(),
+            seq: 41,
+            head: Hash32([7; 32]),
+            time: 1_700_000_000,
+        };
+        let cp_note = kp.sign_note(&cp.body());
+        assert!(matches!(
+            verify_seal(&cp_note, std::slice::from_ref(&pk)),
+            Err(NoteError::Malformed(_))
+        ));
+        let seal_note = kp.sign_note(&seal_fixture().body());
+        assert!(matches!(
+            verify_checkpoint(&seal_note, std::slice::from_ref(&pk)),
+            Err(NoteError::Malformed(_))
+        ));
+        let rot_note = kp.sign_note(&rotation_body("log-1", &pk));
+        assert!(verify_seal(&rot_note, std::slice::from_ref(&pk)).is_err());
+        assert!(verify_rotation(&seal_note, std::slice::from_ref(&pk)).is_err());
+    }
+
+    #[test]
+    fn cosigned_notes_verify_with_either_key() {
+        let a = KeyPair::generate("a.example").expect("key");
+        let b = KeyPair::generate("b.example").expect("key");
+        let mallory = KeyPair::generate("m.example").expect("key");
+        let body = rotation_body("log-1", &b.public());
+        let note = b.cosign(&a.sign_note(&body));
+        assert_eq!(note.matches(SIG_PREFIX).count(), 2);
+        let (new, signer) = verify_rotation(&note, &[a.public()]).expect("A alone");
+        assert_eq!((new, signer), (b.public(), a.public()));
+        let (_, signer) = verify_rotation(&note, &[b.public()]).expect("B alone");
+        assert_eq!(signer, b.public());
+        // Both trusted: the first line (the retired key's) names the signer.
+        let (_, signer) = verify_rotation(&note, &[b.public(), a.public()]).expect("both");
+        assert_eq!(signer, a.public());
+        // Lines by unknown keys are ignored...
+        let extra = mallory.cosign(&note);
+        assert!(verify_note(&extra, &[b.public()]).is_ok());
+        assert!(matches!(
+            verify_note(&extra, &[]),
+            Err(NoteError::UnknownKey { name, .. }) if name == "a.example"
+        ));
+        // ...but a trusted key's line that does not verify fails the note,
+        // even when another trusted line verifies.
+        let a_line = note
+            .lines()
+            .find(|l| l.starts_with(&format!("{SIG_PREFIX}a.example ")))
+            .expect("line");
+        let other_body = rotation_body("log-2", &b.public());
+        let wrong = a.sign_note(&other_body);
+        let wrong_a = wrong.lines().last().expect("line");
+        let tampered = note.replace(a_line, wrong_a);
+        assert!(verify_note(&tampered, &[b.public()]).is_ok());
+        assert!(matches!(
+            verify_note(&tampered, &[a.public(), b.public()]),
+            Err(NoteError::BadSignature { name, .. }) if name == "a.example"
+        ));
+        // A malformed extra line makes the note malformed.
+        assert!(matches!(
+            verify_note(&format!("{note}garbage\n"), &[a.public()]),
+            Err(NoteError::Malformed(_))
+        ));
     }
 }
