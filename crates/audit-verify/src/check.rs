@@ -4,16 +4,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use audit_core::checkpoint::{verify_checkpoint, verify_rotation, NoteError, PublicKey};
 use audit_core::record::parse_chain_suffix;
 use audit_core::{parse_record, record_hash, Hash32, Location, PrevHash, StoredRecord};
 
-use crate::finding::{Finding, FindingClass, Severity};
+use crate::finding::{Finding, FindingClass, Findings, Severity};
+use crate::signed::{Signed, Special, SpecialType};
 
 /// How far back duplicates and insertions are compared, in sequences.
 const WINDOW: u64 = 1 << 16;
-/// Findings kept per source; the rest are counted.
-const MAX_FINDINGS: usize = 10_000;
 
 pub(crate) struct Analyzed {
     location: Location,
@@ -25,14 +23,6 @@ enum Kind {
     Torn(u64),
     Malformed { error: String, seq: Option<u64> },
     Record(Rec),
-}
-
-/// What a checkpoint or key-rotation record claims, read in the parallel stage.
-struct Special {
-    record_type: String,
-    checkpoint_seq: Option<u64>,
-    head_hash: Option<String>,
-    note: Option<String>,
 }
 
 struct Rec {
@@ -72,20 +62,34 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
             special: p
                 .record_type
                 .as_deref()
-                .filter(|t| *t == "checkpoint" || *t == "key_rotation")
+                .and_then(SpecialType::from_record_type)
                 .map(|t| {
                     #[derive(serde::Deserialize)]
                     struct Fields {
                         checkpoint_seq: Option<u64>,
+                        sealed_seq: Option<u64>,
                         head_hash: Option<String>,
+                        new_key: Option<String>,
                         note: Option<String>,
                     }
                     let f: Option<Fields> = serde_json::from_slice(text).ok();
-                    Box::new(Special {
-                        record_type: t.to_string(),
-                        checkpoint_seq: f.as_ref().and_then(|f| f.checkpoint_seq),
-                        head_hash: f.as_ref().and_then(|f| f.head_hash.clone()),
-                        note: f.and_then(|f| f.note),
+                    Box::new(match f {
+                        Some(f) => Special {
+                            record_type: t,
+                            checkpoint_seq: f.checkpoint_seq,
+                            sealed_seq: f.sealed_seq,
+                            head_hash: f.head_hash,
+                            new_key: f.new_key,
+                            note: f.note,
+                        },
+                        None => Special {
+                            record_type: t,
+                            checkpoint_seq: None,
+                            sealed_seq: None,
+                            head_hash: None,
+                            new_key: None,
+                            note: None,
+                        },
                     })
                 }),
             seq: p.seq,
@@ -148,14 +152,69 @@ struct Gap {
     from: u64,
     to: u64,
     filled: u64,
+    reclassed: bool,
     finding: Option<usize>,
 }
 
-/// The sequential half: links, gaps, duplicates, restarts.
+/// The last WINDOW sequences seen, for links, duplicates and insertions.
+struct Ring {
+    /// Indexed by `seq % WINDOW`.
+    slots: Vec<Option<(u64, Hash32, PrevHash)>>,
+    /// Further records that claimed a sequence already in the ring.
+    conflicts: HashMap<u64, Vec<Hash32>>,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Self {
+            slots: vec![None; WINDOW as usize],
+            conflicts: HashMap::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|r| *r = None);
+        self.conflicts.clear();
+    }
+
+    /// Whether a record with sequence `s` and hash `h` was seen, if `s` is
+    /// recent enough to know (`None` otherwise).
+    fn seen_hash(&self, s: u64, h: Hash32) -> Option<bool> {
+        match self.slots[(s % WINDOW) as usize] {
+            Some((seq, first, _)) if seq == s => {
+                Some(first == h || self.conflicts.get(&s).is_some_and(|c| c.contains(&h)))
+            }
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, s: u64, h: Hash32, prev: PrevHash, seen_max: u64) {
+        let slot = &mut self.slots[(s % WINDOW) as usize];
+        match slot {
+            Some((seq, first, _)) if *seq == s => {
+                if *first != h {
+                    let c = self.conflicts.entry(s).or_default();
+                    if !c.contains(&h) {
+                        c.push(h);
+                    }
+                }
+            }
+            _ => *slot = Some((s, h, prev)),
+        }
+        if self.conflicts.len() > 4096 {
+            let floor = seen_max.saturating_sub(WINDOW);
+            self.conflicts.retain(|&k, _| k >= floor);
+        }
+    }
+}
+
+/// The sequential half: links, gaps, duplicates, restarts, signatures.
 pub(crate) struct Classifier {
     strict: bool,
-    pub findings: Vec<Finding>,
-    pub omitted: u64,
+    /// The log is one our writer made (a segment directory, a database, an
+    /// object log), not a seed-format file: a second chain in it is an error.
+    ours: bool,
+    pub findings: Findings,
     pub records: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -165,55 +224,28 @@ pub(crate) struct Classifier {
     pub chains: u64,
     seen_max: u64,
     last_text: Option<bytes::Bytes>,
-    /// The last WINDOW sequences seen, indexed by `seq % WINDOW`.
-    ring: Vec<Option<(u64, Hash32, PrevHash)>>,
-    /// Further records that claimed a sequence already in the ring.
-    conflicts: HashMap<u64, Vec<Hash32>>,
-    gaps: Vec<Gap>,
+    ring: Ring,
+    /// Open gaps by their last sequence; disjoint, so the one holding a
+    /// sequence is found in log time and a hostile interleaving of sequences
+    /// cannot make the pass quadratic.
+    gaps: std::collections::BTreeMap<u64, Gap>,
     /// Segment files and the first sequence their names promise.
     segment_starts: HashMap<PathBuf, u64>,
-    signatures: Option<Signatures>,
-}
-
-/// Signature checking state: the keys, what was signed, and the witness.
-pub(crate) struct Signatures {
-    current: Vec<PublicKey>,
-    retired: Vec<PublicKey>,
-    last_signed: Option<u64>,
-    witness: Option<Witness>,
-}
-
-/// The latest checkpoint held by a witness, not yet signature-checked.
-pub(crate) struct Witness {
-    pub location: String,
-    pub note: String,
-    pub seq: u64,
-    pub head: Hash32,
-    pub seen: Option<Hash32>,
-}
-
-impl Signatures {
-    pub(crate) fn new(keys: Vec<PublicKey>, witness: Option<Witness>) -> Self {
-        Self {
-            current: keys,
-            retired: Vec::new(),
-            last_signed: None,
-            witness,
-        }
-    }
+    pub signed: Option<Signed>,
 }
 
 impl Classifier {
     pub(crate) fn new(
         strict: bool,
+        ours: bool,
         segment_starts: HashMap<PathBuf, u64>,
-        signatures: Option<Signatures>,
+        signed: Option<Signed>,
     ) -> Self {
         Self {
-            signatures,
+            signed,
             strict,
-            findings: Vec::new(),
-            omitted: 0,
+            ours,
+            findings: Findings::default(),
             records: 0,
             first_seq: None,
             last_seq: None,
@@ -223,9 +255,8 @@ impl Classifier {
             chains: 0,
             seen_max: 0,
             last_text: None,
-            ring: vec![None; WINDOW as usize],
-            conflicts: HashMap::new(),
-            gaps: Vec::new(),
+            ring: Ring::new(),
+            gaps: std::collections::BTreeMap::new(),
             segment_starts,
         }
     }
@@ -238,18 +269,13 @@ impl Classifier {
         location: &Location,
         detail: String,
     ) -> Option<usize> {
-        if self.findings.len() >= MAX_FINDINGS {
-            self.omitted += 1;
-            return None;
-        }
         self.findings.push(Finding {
             class,
             severity,
             seq,
             location: location.to_string(),
             detail,
-        });
-        Some(self.findings.len() - 1)
+        })
     }
 
     pub(crate) fn push(&mut self, a: Analyzed) {
@@ -332,10 +358,20 @@ impl Classifier {
                     format!("record {s} claims to start a chain"),
                 );
             } else if self.seen_max > 0 {
-                let sev = if self.strict {
-                    Severity::Error
+                // The seed proxy restarted its chain at every start, so its
+                // single files hold several; our writer never does.
+                let (sev, why) = if self.ours {
+                    (
+                        Severity::Error,
+                        "a log written by auditlog holds one chain: this one was added",
+                    )
+                } else if self.strict {
+                    (Severity::Error, "--strict")
                 } else {
-                    Severity::Warning
+                    (
+                        Severity::Warning,
+                        "a seed-format file: its proxy restarted the chain at every start",
+                    )
                 };
                 self.find(
                     FindingClass::Restart,
@@ -343,15 +379,14 @@ impl Classifier {
                     Some(1),
                     &loc,
                     format!(
-                        "unanchored genesis after sequence {}: a new chain starts here",
+                        "unanchored genesis after sequence {}: a new chain starts here ({why})",
                         self.seen_max
                     ),
                 );
-                self.close_gaps();
+                self.gaps.clear();
                 self.chains += 1;
                 self.seen_max = 0;
-                self.ring.iter_mut().for_each(|r| *r = None);
-                self.conflicts.clear();
+                self.ring.clear();
             } else {
                 self.chains += 1;
             }
@@ -376,114 +411,22 @@ impl Classifier {
         if self.head.is_none_or(|(hs, _)| s >= hs) {
             self.head = Some((s, rec.claimed));
         }
-        let slot = &mut self.ring[(s % WINDOW) as usize];
-        match slot {
-            Some((seq, h, _)) if *seq == s => {
-                if *h != rec.claimed {
-                    let c = self.conflicts.entry(s).or_default();
-                    if !c.contains(&rec.claimed) {
-                        c.push(rec.claimed);
-                    }
-                }
+        self.ring.insert(s, rec.claimed, rec.prev, self.seen_max);
+        if let Some(signed) = self.signed.as_mut() {
+            signed.saw(s, rec.claimed, rec.special.as_deref());
+            if let Some(special) = &rec.special {
+                let ring = &self.ring;
+                signed.check(&mut self.findings, s, special, &loc, &|q, h| {
+                    ring.seen_hash(q, h)
+                });
             }
-            _ => *slot = Some((s, rec.claimed, rec.prev)),
-        }
-        if self.conflicts.len() > 4096 {
-            let floor = self.seen_max.saturating_sub(WINDOW);
-            self.conflicts.retain(|&k, _| k >= floor);
-        }
-        if let Some(w) = self.signatures.as_mut().and_then(|g| g.witness.as_mut()) {
-            if w.seq == s && w.seen.is_none() {
-                w.seen = Some(rec.claimed);
-            }
-        }
-        if let Some(special) = &rec.special {
-            self.check_signed(s, special, &loc);
         }
     }
 
-    fn check_signed(&mut self, s: u64, special: &Special, loc: &Location) {
-        let Some(sig) = self.signatures.as_mut() else {
-            return;
-        };
-        let Some(note) = special.note.as_deref() else {
-            self.find(
-                FindingClass::Malformed,
-                Severity::Error,
-                Some(s),
-                loc,
-                format!("{} record without a note", special.record_type),
-            );
-            return;
-        };
-        let describe = |e: &NoteError, retired: &[PublicKey]| match e {
-            NoteError::UnknownKey { name, id }
-                if retired
-                    .iter()
-                    .any(|k| k.name() == name && &k.id_hex() == id) =>
-            {
-                format!("signed by key {name}+{id}, which was no longer current (it had been rotated out)")
-            }
-            other => other.to_string(),
-        };
-        if special.record_type == "key_rotation" {
-            match verify_rotation(note, &sig.current) {
-                Ok((new, old)) => {
-                    sig.retired.push(old);
-                    sig.current = vec![new];
-                }
-                Err(e) => {
-                    let d = describe(&e, &sig.retired);
-                    self.find(
-                        FindingClass::BadSignature,
-                        Severity::Error,
-                        Some(s),
-                        loc,
-                        format!("key rotation: {d}"),
-                    );
-                }
-            }
-            return;
-        }
-        match verify_checkpoint(note, &sig.current) {
-            Err(e) => {
-                let class = if matches!(e, NoteError::Malformed(_)) {
-                    FindingClass::Malformed
-                } else {
-                    FindingClass::BadSignature
-                };
-                let d = describe(&e, &sig.retired);
-                self.find(
-                    class,
-                    Severity::Error,
-                    Some(s),
-                    loc,
-                    format!("checkpoint: {d}"),
-                );
-            }
-            Ok((cp, _)) => {
-                sig.last_signed = Some(s);
-                let fields_agree = special.checkpoint_seq == Some(cp.seq)
-                    && special.head_hash.as_deref() == Some(cp.head.to_hex().as_str());
-                if !fields_agree {
-                    self.find(
-                        FindingClass::Modified,
-                        Severity::Error,
-                        Some(s),
-                        loc,
-                        "the checkpoint record's fields disagree with its signed note".into(),
-                    );
-                }
-                if cp.seq + 1 != s {
-                    self.find(FindingClass::Modified, Severity::Error, Some(s), loc,
-                        format!("the signed checkpoint commits to record {}, not to the record before it", cp.seq));
-                }
-                if self.seen_hash(cp.seq, cp.head) == Some(false) {
-                    self.find(FindingClass::Modified, Severity::Error, Some(cp.seq), loc,
-                        format!("the chain disagrees with the signed checkpoint of record {}: the log up to it was rewritten and its hashes recomputed", cp.seq));
-                }
-            }
-        }
+    /// The open gap holding `s`, if any, by its last sequence.
+    fn gap_of(&self, s: u64) -> Option<u64> {
+        let (&to, g) = self.gaps.range(s..).next()?;
+        (g.from <= s).then_some(to)
     }
 
     fn link(&mut self, rec: &Rec, loc: &Location) {
@@ -493,7 +436,7 @@ impl Classifier {
                 return Some(rec.prev == PrevHash::Genesis);
             }
             match rec.prev {
-                PrevHash::Hash(p) => me.seen_hash(s - 1, p),
+                PrevHash::Hash(p) => me.ring.seen_hash(s - 1, p),
                 PrevHash::Genesis => Some(false),
             }
         };
@@ -516,17 +459,36 @@ impl Classifier {
                 loc,
                 detail,
             );
-            self.gaps.push(Gap {
-                from,
+            self.gaps.insert(
                 to,
-                filled: 0,
-                finding: idx,
-            });
-        } else if let Some(g) = self.gaps.iter_mut().find(|g| g.from <= s && s <= g.to) {
+                Gap {
+                    from,
+                    to,
+                    filled: 0,
+                    reclassed: false,
+                    finding: idx,
+                },
+            );
+        } else if let Some(gi) = self.gap_of(s) {
+            let Some(g) = self.gaps.get_mut(&gi) else {
+                return;
+            };
             g.filled += 1;
-            let (from, to, filled) = (g.from, g.to, g.filled);
-            if let Some(i) = g.finding {
-                let f = &mut self.findings[i];
+            let first_fill = !g.reclassed;
+            g.reclassed = true;
+            let (from, to, filled, idx) = (g.from, g.to, g.filled, g.finding);
+            if filled == to - from + 1 {
+                self.gaps.remove(&gi);
+            }
+            if first_fill {
+                self.findings.reclass(
+                    FindingClass::Deleted,
+                    FindingClass::Reordered,
+                    Severity::Error,
+                );
+            }
+            if let Some(i) = idx {
+                let f = &mut self.findings.kept[i];
                 f.class = FindingClass::Reordered;
                 f.detail = if filled == to - from + 1 {
                     format!("records {from}..{to} are stored later, out of order")
@@ -546,7 +508,7 @@ impl Classifier {
                 );
             }
         } else {
-            match self.seen_hash(s, rec.claimed) {
+            match self.ring.seen_hash(s, rec.claimed) {
                 Some(true) => {
                     self.find(
                         FindingClass::Duplicated,
@@ -581,79 +543,14 @@ impl Classifier {
         }
     }
 
-    /// Whether a record with sequence `s` and hash `h` was seen, if `s` is
-    /// recent enough to know (`None` otherwise).
-    fn seen_hash(&self, s: u64, h: Hash32) -> Option<bool> {
-        match self.ring[(s % WINDOW) as usize] {
-            Some((seq, first, _)) if seq == s => {
-                Some(first == h || self.conflicts.get(&s).is_some_and(|c| c.contains(&h)))
-            }
-            _ => None,
-        }
-    }
-
-    fn close_gaps(&mut self) {
-        self.gaps.clear();
-    }
-
     /// Timestamps are read from the first and last records only.
     pub(crate) fn finish(&mut self) {
         if let Some(t) = self.last_text.take() {
             self.last_time = timestamp_of(&t);
         }
-        let Some(sig) = self.signatures.take() else {
-            return;
-        };
         let last = self.last_seq.unwrap_or(0);
-        let signed = sig.last_signed.unwrap_or(0);
-        let here = Location::Object {
-            key: "end of log".into(),
-            line: last,
-        };
-        if last > signed {
-            self.find(
-                FindingClass::UnsignedTail,
-                Severity::Warning,
-                Some(signed + 1),
-                &here,
-                format!(
-                    "{} record(s) after the last signed checkpoint are not covered by a signature",
-                    last - signed
-                ),
-            );
+        if let Some(signed) = self.signed.as_mut() {
+            signed.finish(&mut self.findings, self.records, last);
         }
-        if let Some(w) = &sig.witness {
-            let keys: Vec<PublicKey> = sig.current.iter().chain(&sig.retired).cloned().collect();
-            let wloc = Location::Object {
-                key: w.location.clone(),
-                line: 1,
-            };
-            match verify_checkpoint(&w.note, &keys) {
-                Err(e) => {
-                    self.find(
-                        FindingClass::BadSignature,
-                        Severity::Error,
-                        Some(w.seq),
-                        &wloc,
-                        format!("witness checkpoint: {e}"),
-                    );
-                }
-                // The checkpoint of record N is itself record N + 1.
-                Ok(_) if last <= w.seq => {
-                    self.find(FindingClass::Truncated, Severity::Error, Some(last + 1), &wloc,
-                        format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq + 1));
-                }
-                Ok(_) if w.seen.is_some_and(|h| h != w.head) => {
-                    self.find(FindingClass::Forked, Severity::Error, Some(w.seq), &wloc,
-                        format!("record {} differs from the one the witness's signed checkpoint commits to", w.seq));
-                }
-                Ok(_) => {}
-            }
-        }
-        self.signatures = Some(sig);
-    }
-
-    pub(crate) fn has_errors(&self) -> bool {
-        self.findings.iter().any(|f| f.severity == Severity::Error)
     }
 }

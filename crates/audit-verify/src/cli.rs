@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{sources_from_config, verify, Source, VerifyError, VerifyOptions};
+use crate::{checks_from_config, sources_from_config, verify, Source, VerifyError, VerifyOptions};
 
 /// Arguments of `audit-verify` / `audit verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,6 +27,14 @@ pub struct VerifyArgs {
     /// latest witnessed checkpoint.
     #[arg(long, value_name = "DIR")]
     pub witness: Option<PathBuf>,
+    /// The log's identity: every checkpoint, seal, rotation and witness note
+    /// must name it (with `--public-key`).
+    #[arg(long, value_name = "ID")]
+    pub log_id: Option<String>,
+    /// The newest valid checkpoint must be younger than this, e.g. `90s`,
+    /// `15m`, `2h` (with `--public-key`; heartbeats keep an idle log fresh).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
 }
 
 /// Exit status: the log is intact.
@@ -66,8 +74,10 @@ pub async fn run(args: VerifyArgs) -> i32 {
 
 async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
     let mut sources = Vec::new();
+    let mut from_config = crate::ConfigChecks::default();
     if let Some(config) = &args.config {
         sources.extend(sources_from_config(config)?);
+        from_config = checks_from_config(config)?;
     }
     for s in &args.sources {
         sources.push(Source::parse(s)?);
@@ -85,9 +95,16 @@ async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
             .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
         public_keys.push(key);
     }
+    // What the command line names wins; otherwise the config's checkpoint
+    // key, witness and log id, as the writer uses them.
+    if public_keys.is_empty() {
+        public_keys = from_config.keys;
+    }
     let options = VerifyOptions {
         public_keys,
-        witness: args.witness.clone(),
+        witness: args.witness.clone().or(from_config.witness),
+        log_id: args.log_id.clone().or(from_config.log_id),
+        max_age: args.max_age,
         strict: args.strict,
         progress: !args.json,
         ..VerifyOptions::default()

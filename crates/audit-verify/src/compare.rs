@@ -1,14 +1,30 @@
-//! Comparing copies: lockstep by sequence, bounded memory.
+//! Comparing copies: lockstep by sequence, bounded memory. Where copies
+//! disagree, the copy that fails its own checks there is named; when none
+//! can be told wrong, every disagreeing copy is, whatever the listing order.
 
-use audit_core::{record_hash, Hash32, RecordCursor, StoredRecord};
+use audit_core::{parse_record, record_hash, Hash32, PrevHash, RecordCursor, StoredRecord};
 
 use crate::finding::{Finding, FindingClass, Severity, SourceReport};
 use crate::{Source, VerifyError, VerifyOptions};
 
+/// One copy's record at the current sequence.
+#[derive(Clone)]
+struct Current {
+    seq: u64,
+    /// The hash of the bytes as stored: equal bytes, equal hash.
+    computed: Hash32,
+    /// The copy's own record fails a check here: its stored hash is not
+    /// that of its bytes, or it does not link to the copy's record before it.
+    broken: bool,
+    location: String,
+}
+
 struct Copy {
     cursor: Box<dyn RecordCursor>,
     buffered: std::vec::IntoIter<StoredRecord>,
-    current: Option<(u64, Hash32, String)>,
+    current: Option<Current>,
+    /// The last record taken: sequence and stored hash.
+    last: Option<(u64, Hash32)>,
     last_seq: u64,
     forked: bool,
     done: bool,
@@ -22,15 +38,28 @@ impl Copy {
                 if item.oversized.is_some() || item.incomplete {
                     continue;
                 }
-                let Ok(p) = audit_core::parse_record(&item.text) else {
+                let Ok(p) = parse_record(&item.text) else {
                     continue;
                 };
                 // Out-of-order items were reported by the single-source pass.
                 if p.seq <= self.last_seq {
                     continue;
                 }
+                let computed = record_hash(&item.text);
+                let linked = match (self.last, p.prev) {
+                    (_, PrevHash::Genesis) => p.seq == 1,
+                    (Some((q, h)), PrevHash::Hash(prev)) if q + 1 == p.seq => h == prev,
+                    // A gap: the single-source pass reported it.
+                    _ => true,
+                };
                 self.last_seq = p.seq;
-                self.current = Some((p.seq, record_hash(&item.text), item.location.to_string()));
+                self.last = Some((p.seq, p.claimed_hash));
+                self.current = Some(Current {
+                    seq: p.seq,
+                    computed,
+                    broken: computed != p.claimed_hash || !linked,
+                    location: item.location.to_string(),
+                });
                 return Ok(());
             }
             match self.cursor.next_batch(batch).await? {
@@ -42,6 +71,16 @@ impl Copy {
             }
         }
     }
+}
+
+/// Whether a copy's own pass found it damaged at or after `seq` (a record
+/// rewritten with recomputed hashes shows at its next signature), or
+/// somewhere no sequence names.
+fn damaged_from(report: &SourceReport, seq: u64) -> bool {
+    report.findings_omitted > 0
+        || report.findings.iter().any(|f| {
+            f.severity == Severity::Error && f.seq.is_none_or(|q| q.saturating_add(1) >= seq)
+        })
 }
 
 pub(crate) async fn compare(
@@ -60,6 +99,7 @@ pub(crate) async fn compare(
             cursor,
             buffered: Vec::new().into_iter(),
             current: None,
+            last: None,
             last_seq: 0,
             forked: false,
             done: false,
@@ -72,48 +112,73 @@ pub(crate) async fn compare(
             detail: e.to_string(),
         })?;
     }
+    // Each copy's own damage, from the single-source pass (before compare
+    // adds anything).
+    let own: Vec<SourceReport> = reports.to_vec();
     while let Some(min) = copies
         .iter()
         .filter(|c| !c.forked)
-        .filter_map(|c| c.current.as_ref().map(|x| x.0))
+        .filter_map(|c| c.current.as_ref().map(|x| x.seq))
         .min()
     {
         let at: Vec<usize> = (0..copies.len())
             .filter(|&i| {
-                !copies[i].forked && copies[i].current.as_ref().is_some_and(|x| x.0 == min)
+                !copies[i].forked && copies[i].current.as_ref().is_some_and(|x| x.seq == min)
             })
             .collect();
-        // The majority hash wins; on a tie, the earliest source listed.
-        let mut votes: Vec<(Hash32, usize, usize)> = Vec::new();
+        // Group the copies by the bytes they hold at `min`.
+        let mut groups: Vec<(Hash32, Vec<usize>)> = Vec::new();
         for &i in &at {
-            let h = copies[i]
-                .current
-                .as_ref()
-                .map(|x| x.1)
-                .unwrap_or(Hash32([0; 32]));
-            match votes.iter_mut().find(|v| v.0 == h) {
-                Some(v) => v.1 += 1,
-                None => votes.push((h, 1, i)),
-            }
-        }
-        votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-        let (winner, _, reference) = votes[0];
-        for &i in &at {
-            let Some((_, h, loc)) = copies[i].current.clone() else {
+            let Some(c) = &copies[i].current else {
                 continue;
             };
-            if h != winner {
-                copies[i].forked = true;
-                reports[i].findings.push(Finding {
-                    class: FindingClass::Forked,
-                    severity: Severity::Error,
-                    seq: Some(min),
-                    location: loc,
-                    detail: format!(
-                        "this copy diverges from {} at sequence {min}: record hash {h} instead of {winner}",
-                        sources[reference].describe()
-                    ),
-                });
+            match groups.iter_mut().find(|g| g.0 == c.computed) {
+                Some(g) => g.1.push(i),
+                None => groups.push((c.computed, vec![i])),
+            }
+        }
+        if groups.len() > 1 {
+            let bad = |i: usize| {
+                copies[i].current.as_ref().is_some_and(|c| c.broken) || damaged_from(&own[i], min)
+            };
+            let good: Vec<usize> = (0..groups.len())
+                .filter(|&g| groups[g].1.iter().all(|&i| !bad(i)))
+                .collect();
+            let known_good = (good.len() == 1).then(|| good[0]);
+            for (g, (hash, members)) in groups.iter().enumerate() {
+                if Some(g) == known_good {
+                    continue;
+                }
+                for &i in members {
+                    let Some(c) = copies[i].current.clone() else {
+                        continue;
+                    };
+                    let others: Vec<String> = groups
+                        .iter()
+                        .enumerate()
+                        .filter(|(o, _)| *o != g)
+                        .flat_map(|(_, (_, m))| m.iter().map(|&j| sources[j].describe()))
+                        .collect();
+                    let detail = match known_good {
+                        Some(k) => format!(
+                            "this copy diverges at sequence {min}: it holds a record hashing to {hash}, while {} holds {} and passes its own checks there, and this copy does not",
+                            groups[k].1.iter().map(|&j| sources[j].describe()).collect::<Vec<_>>().join(", "),
+                            groups[k].0
+                        ),
+                        None => format!(
+                            "the copies disagree at sequence {min} and none is known good: this copy holds a record hashing to {hash}, unlike {}",
+                            others.join(", ")
+                        ),
+                    };
+                    copies[i].forked = true;
+                    reports[i].add(Finding {
+                        class: FindingClass::Forked,
+                        severity: Severity::Error,
+                        seq: Some(min),
+                        location: c.location,
+                        detail,
+                    });
+                }
             }
         }
         for &i in &at {
@@ -134,13 +199,15 @@ pub(crate) async fn compare(
         .map(|c| c.last_seq)
         .max()
         .unwrap_or(0);
-    let holder = copies
+    let holders: Vec<String> = copies
         .iter()
-        .position(|c| !c.forked && c.last_seq == longest)
-        .unwrap_or(0);
+        .enumerate()
+        .filter(|(_, c)| !c.forked && c.last_seq == longest)
+        .map(|(i, _)| sources[i].describe())
+        .collect();
     for (i, c) in copies.iter().enumerate() {
         if !c.forked && c.last_seq < longest {
-            reports[i].findings.push(Finding {
+            reports[i].add(Finding {
                 class: FindingClass::Truncated,
                 severity: Severity::Error,
                 seq: Some(c.last_seq + 1),
@@ -148,7 +215,7 @@ pub(crate) async fn compare(
                 detail: format!(
                     "this copy ends at sequence {} while {} reaches {longest}",
                     c.last_seq,
-                    sources[holder].describe()
+                    holders.join(", ")
                 ),
             });
         }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// What kind of problem a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FindingClass {
@@ -30,12 +30,43 @@ pub enum FindingClass {
     /// A checkpoint or key rotation signed by an unknown or retired key, or
     /// whose signature does not verify.
     BadSignature,
-    /// Records after the last signed checkpoint (a warning, with their count).
+    /// Records after the last signature, fewer than the writer's bound allows
+    /// (a warning, with their count).
     UnsignedTail,
+    /// Records no valid signature covers where the writer would have signed
+    /// them: a log with no valid signature at all, or a stretch longer than the
+    /// bound its seals state (checked with a key).
+    Unsigned,
+    /// A signed note names another log than the one being verified.
+    WrongLog,
+    /// The newest valid checkpoint is older than `--max-age` allows.
+    Stale,
+}
+
+impl FindingClass {
+    /// The class's name in reports (`snake_case`, as in the JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingClass::Modified => "modified",
+            FindingClass::Deleted => "deleted",
+            FindingClass::Inserted => "inserted",
+            FindingClass::Reordered => "reordered",
+            FindingClass::Duplicated => "duplicated",
+            FindingClass::Truncated => "truncated",
+            FindingClass::Forked => "forked",
+            FindingClass::Malformed => "malformed",
+            FindingClass::Restart => "restart",
+            FindingClass::BadSignature => "bad_signature",
+            FindingClass::UnsignedTail => "unsigned_tail",
+            FindingClass::Unsigned => "unsigned",
+            FindingClass::WrongLog => "wrong_log",
+            FindingClass::Stale => "stale",
+        }
+    }
 }
 
 /// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Integrity is broken.
@@ -82,10 +113,124 @@ pub struct SourceReport {
     pub segments: u64,
     /// Chains found: 1 for an intact log, more when `genesis` restarts it.
     pub chains: u64,
-    /// The findings, in the order found.
+    /// Error findings, all of them counted (the verdict), kept or not.
+    pub errors: u64,
+    /// Warning findings, all of them counted.
+    pub warnings: u64,
+    /// How many findings of each class and severity, all counted.
+    pub counts: Vec<ClassCount>,
+    /// The newest checkpoint whose signature verified, when keys were given.
+    pub newest_checkpoint: Option<CheckpointAge>,
+    /// The findings, in the order found (the first 10,000).
     pub findings: Vec<Finding>,
-    /// Findings left out after the first 10,000.
+    /// Findings counted but not kept after the first 10,000.
     pub findings_omitted: u64,
+}
+
+/// How many findings of one class and severity a source has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassCount {
+    /// The class.
+    pub class: FindingClass,
+    /// The severity.
+    pub severity: Severity,
+    /// How many, all counted.
+    pub count: u64,
+}
+
+/// The newest valid checkpoint of a log, and how old it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointAge {
+    /// The checkpoint record's sequence.
+    pub seq: u64,
+    /// The time its signed note states, Unix seconds.
+    pub time: i64,
+    /// Seconds between that time and the verifier's clock (negative when the
+    /// note is from the future).
+    pub age_secs: i64,
+}
+
+/// Findings kept up to a cap, and every finding counted: the cap limits what
+/// is printed and stored, never the verdict.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub kept: Vec<Finding>,
+    pub omitted: u64,
+    counts: std::collections::BTreeMap<(FindingClass, Severity), u64>,
+}
+
+/// Findings kept per source; the rest are counted only.
+pub(crate) const MAX_FINDINGS: usize = 10_000;
+
+impl Findings {
+    /// Counts a finding and keeps it while under the cap; returns its index if kept.
+    pub fn push(&mut self, f: Finding) -> Option<usize> {
+        *self.counts.entry((f.class, f.severity)).or_default() += 1;
+        if self.kept.len() >= MAX_FINDINGS {
+            self.omitted += 1;
+            return None;
+        }
+        self.kept.push(f);
+        Some(self.kept.len() - 1)
+    }
+
+    /// Moves one counted finding to another class (a gap found filled later).
+    pub fn reclass(&mut self, from: FindingClass, to: FindingClass, severity: Severity) {
+        if let Some(n) = self.counts.get_mut(&(from, severity)) {
+            *n = n.saturating_sub(1);
+        }
+        *self.counts.entry((to, severity)).or_default() += 1;
+    }
+
+    /// Moves the counts and kept findings into a report.
+    pub fn into_report(self, r: &mut SourceReport) {
+        r.findings = self.kept;
+        r.findings_omitted = self.omitted;
+        r.counts.clear();
+        r.errors = 0;
+        r.warnings = 0;
+        for ((class, severity), n) in self.counts {
+            if n > 0 {
+                r.count(class, severity, n);
+            }
+        }
+    }
+}
+
+impl SourceReport {
+    /// Adds a finding: counted always, kept while under the cap.
+    pub(crate) fn add(&mut self, f: Finding) {
+        self.count(f.class, f.severity, 1);
+        if self.findings.len() >= MAX_FINDINGS {
+            self.findings_omitted += 1;
+        } else {
+            self.findings.push(f);
+        }
+    }
+
+    fn count(&mut self, class: FindingClass, severity: Severity, n: u64) {
+        match severity {
+            Severity::Error => self.errors += n,
+            Severity::Warning => self.warnings += n,
+        }
+        match self
+            .counts
+            .iter_mut()
+            .find(|c| c.class == class && c.severity == severity)
+        {
+            Some(c) => c.count += n,
+            None => self.counts.push(ClassCount {
+                class,
+                severity,
+                count: n,
+            }),
+        }
+    }
+
+    /// Whether any error finding was counted, kept or not.
+    pub fn has_errors(&self) -> bool {
+        self.errors > 0
+    }
 }
 
 /// The verdict on every source.
@@ -124,23 +269,25 @@ impl Report {
             if let Some(h) = &s.head_hash {
                 let _ = writeln!(out, "  head hash: {h}");
             }
-            let errors = s
-                .findings
-                .iter()
-                .filter(|f| f.severity == Severity::Error)
-                .count();
-            let warnings = s.findings.len() - errors;
-            let _ = writeln!(out, "  findings: {errors} error(s), {warnings} warning(s)");
+            let _ = writeln!(
+                out,
+                "  findings: {} error(s), {} warning(s)",
+                s.errors, s.warnings
+            );
+            if let Some(c) = &s.newest_checkpoint {
+                let _ = writeln!(
+                    out,
+                    "  newest checkpoint: record {}, signed {} s ago",
+                    c.seq, c.age_secs
+                );
+            }
             for f in &s.findings {
                 let seq = f.seq.map_or_else(|| "-".to_string(), |s| s.to_string());
                 let sev = match f.severity {
                     Severity::Error => "error",
                     Severity::Warning => "warning",
                 };
-                let class = serde_json::to_value(f.class)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let class = f.class.name();
                 let _ = writeln!(
                     out,
                     "  {sev:<7} {class:<10} seq {seq:<8} {}: {}",

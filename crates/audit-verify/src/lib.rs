@@ -21,12 +21,16 @@ mod check;
 pub mod cli;
 mod compare;
 mod finding;
+mod signed;
 mod source;
+mod witness;
 
 use std::sync::Arc;
 
-pub use finding::{Finding, FindingClass, Report, Severity, SourceReport};
-pub use source::{sources_from_config, Source};
+pub use finding::{
+    CheckpointAge, ClassCount, Finding, FindingClass, Report, Severity, SourceReport,
+};
+pub use source::{checks_from_config, sources_from_config, ConfigChecks, Source};
 
 use audit_core::StoredRecord;
 use check::{analyze, Analyzed, Classifier};
@@ -45,6 +49,11 @@ pub struct VerifyOptions {
     pub public_keys: Vec<audit_core::checkpoint::PublicKey>,
     /// A witness directory holding checkpoint notes published by the writer.
     pub witness: Option<std::path::PathBuf>,
+    /// The log's identity: every signed note must name it. Without it, every
+    /// signed note must name the same log as the first.
+    pub log_id: Option<String>,
+    /// The newest valid checkpoint must be younger than this (needs keys).
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl Default for VerifyOptions {
@@ -55,6 +64,8 @@ impl Default for VerifyOptions {
             progress: false,
             public_keys: Vec::new(),
             witness: None,
+            log_id: None,
+            max_age: None,
         }
     }
 }
@@ -88,8 +99,10 @@ pub async fn verify(sources: &[Source], options: &VerifyOptions) -> Result<Repor
     if sources.len() > 1 {
         compare::compare(sources, &mut reports, options).await?;
     }
+    // Every finding is counted, kept or not: the verdict never depends on
+    // how many were stored.
     for r in &mut reports {
-        r.ok = !r.findings.iter().any(|f| f.severity == Severity::Error);
+        r.ok = !r.has_errors();
     }
     Ok(Report {
         ok: reports.iter().all(|r| r.ok),
@@ -99,6 +112,12 @@ pub async fn verify(sources: &[Source], options: &VerifyOptions) -> Result<Repor
 
 async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceReport, VerifyError> {
     let (reader, starts, segments) = source.open().await?;
+    // A segment directory, a database or an object log was written by our
+    // writer; a single file may be the seed proxy's.
+    let ours = match source {
+        Source::File(p) => p.is_dir(),
+        _ => true,
+    };
     let read_err = |e: audit_core::SinkError| VerifyError::Source {
         name: source.describe(),
         detail: e.to_string(),
@@ -117,11 +136,14 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
     // overlaps with reading and with the parallel analysis of the next batch.
     let (to_classifier, batches) = std::sync::mpsc::sync_channel::<Vec<Analyzed>>(2);
     let strict = options.strict;
-    let signatures = signatures(source, options)?;
+    let (signed, witness_findings) = signatures(options)?;
     let classifier_thread = std::thread::Builder::new()
         .name("audit-verify-classify".into())
         .spawn(move || {
-            let mut classifier = Classifier::new(strict, starts, signatures);
+            let mut classifier = Classifier::new(strict, ours, starts, signed);
+            for f in witness_findings {
+                classifier.findings.push(f);
+            }
             for batch in batches {
                 for a in batch {
                     classifier.push(a);
@@ -169,79 +191,89 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
         name: source.describe(),
         detail: "the classifier thread panicked".into(),
     })?;
-    let ok = !classifier.has_errors();
-    Ok(SourceReport {
+    let mut classifier = classifier;
+    if classifier.records == 0 && classifier.findings.kept.is_empty() {
+        // Nothing is not intact: a mistyped path, prefix or log id must not
+        // pass as an empty, untouched log.
+        return Err(VerifyError::Source {
+            name: source.describe(),
+            detail: "holds no records (is the path, prefix or log id right?)".into(),
+        });
+    }
+    let mut report = SourceReport {
         source: source.describe(),
-        ok,
+        ok: false,
         records: classifier.records,
         first_seq: classifier.first_seq,
         last_seq: classifier.last_seq,
         head_hash: classifier.head.map(|(_, h)| h.to_hex()),
-        first_time: classifier.first_time,
-        last_time: classifier.last_time,
+        first_time: classifier.first_time.take(),
+        last_time: classifier.last_time.take(),
         segments,
         chains: classifier.chains,
-        findings: classifier.findings,
-        findings_omitted: classifier.omitted,
-    })
+        errors: 0,
+        warnings: 0,
+        counts: Vec::new(),
+        newest_checkpoint: classifier
+            .signed
+            .as_ref()
+            .and_then(|s| s.newest_checkpoint()),
+        findings: Vec::new(),
+        findings_omitted: 0,
+    };
+    std::mem::take(&mut classifier.findings).into_report(&mut report);
+    report.ok = !report.has_errors();
+    Ok(report)
 }
 
-/// Signature state for one source: the trusted keys and the witness's latest note.
+/// Signature state for one source: the trusted keys, the expectations, and
+/// the witness's notes; plus findings about the witness directory itself.
 fn signatures(
-    source: &Source,
     options: &VerifyOptions,
-) -> Result<Option<check::Signatures>, VerifyError> {
+) -> Result<(Option<signed::Signed>, Vec<Finding>), VerifyError> {
     if options.public_keys.is_empty() {
         if options.witness.is_some() {
             return Err(VerifyError::Usage(
                 "--witness needs --public-key to check the witness's signature".into(),
             ));
         }
-        return Ok(None);
-    }
-    let witness = match &options.witness {
-        None => None,
-        Some(dir) => {
-            let found =
-                audit_core::checkpoint::latest_witness(dir).map_err(|e| VerifyError::Source {
-                    name: format!("witness {}", dir.display()),
-                    detail: e.to_string(),
-                })?;
-            match found {
-                None => None,
-                Some((path, note)) => {
-                    // The signature is checked at the end, with every key the chain announced.
-                    let body = note.split("\n\n").next().unwrap_or("");
-                    let mut lines = body.split('\n');
-                    let _origin = lines.next();
-                    let seq = lines.next().and_then(|l| l.parse::<u64>().ok());
-                    let head = lines.next().and_then(|l| {
-                        use base64::Engine as _;
-                        base64::engine::general_purpose::STANDARD.decode(l).ok()
-                    });
-                    match (seq, head.and_then(|h| <[u8; 32]>::try_from(h).ok())) {
-                        (Some(seq), Some(head)) => Some(check::Witness {
-                            location: path.display().to_string(),
-                            note,
-                            seq,
-                            head: audit_core::Hash32(head),
-                            seen: None,
-                        }),
-                        _ => {
-                            return Err(VerifyError::Source {
-                                name: source.describe(),
-                                detail: format!("witness note {} is malformed", path.display()),
-                            })
-                        }
-                    }
-                }
-            }
+        if options.max_age.is_some() {
+            return Err(VerifyError::Usage(
+                "--max-age needs --public-key: only a signed checkpoint's time can be trusted"
+                    .into(),
+            ));
         }
-    };
-    Ok(Some(check::Signatures::new(
-        options.public_keys.clone(),
-        witness,
-    )))
+        return Ok((None, Vec::new()));
+    }
+    let mut findings = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(dir) = &options.witness {
+        let (found, misnamed) = witness::read_dir(dir).map_err(|e| VerifyError::Source {
+            name: format!("witness {}", dir.display()),
+            detail: e,
+        })?;
+        notes = found;
+        for (path, why) in misnamed {
+            findings.push(Finding {
+                class: FindingClass::Malformed,
+                severity: Severity::Error,
+                seq: None,
+                location: path.display().to_string(),
+                detail: format!("witness note {why}: a note is chosen by its content, and a name that says otherwise was not written by the writer"),
+            });
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let signed = signed::Signed::new(signed::Expect {
+        keys: options.public_keys.clone(),
+        log_id: options.log_id.clone(),
+        max_age_secs: options.max_age.map(|d| d.as_secs()),
+        witness: notes,
+        now,
+    });
+    Ok((Some(signed), findings))
 }
 
 fn analyze_batch(items: Vec<StoredRecord>) -> Vec<Analyzed> {

@@ -312,3 +312,61 @@ pub fn sources_from_config(path: &Path) -> Result<Vec<Source>, VerifyError> {
     }
     Ok(out)
 }
+
+/// What a config's `[log.checkpoints]` tells a verifier: the public halves of
+/// its keys (oldest first), its witness directory and its log id.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigChecks {
+    /// The key history: `previous_key_file`'s public half, then `key_file`'s.
+    pub keys: Vec<audit_core::checkpoint::PublicKey>,
+    /// `witness_dir`.
+    pub witness: Option<PathBuf>,
+    /// `log_id`.
+    pub log_id: Option<String>,
+}
+
+/// Reads `[log.checkpoints]` of a config, so that `audit verify --config`
+/// checks with what `audit append` signs with.
+pub fn checks_from_config(path: &Path) -> Result<ConfigChecks, VerifyError> {
+    let bad = |key: &str, e: &dyn std::fmt::Display| {
+        VerifyError::Usage(format!(
+            "config {}: log.checkpoints.{key}: {e}",
+            path.display()
+        ))
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| VerifyError::Usage(format!("config {}: {e}", path.display())))?;
+    let value: toml::Value = toml::from_str(&text)
+        .map_err(|e| VerifyError::Usage(format!("config {}: {e}", path.display())))?;
+    let Some(cp) = value.get("log").and_then(|l| l.get("checkpoints")) else {
+        return Ok(ConfigChecks::default());
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+    let public_of = |key: &str| -> Result<Option<audit_core::checkpoint::PublicKey>, VerifyError> {
+        let Some(file) = cp.get(key).and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let file = resolve(file);
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| bad(key, &format!("{}: {e}", file.display())))?;
+        let pair = audit_core::checkpoint::KeyPair::from_private_string(&text)
+            .map_err(|e| bad(key, &format!("{}: {e}", file.display())))?;
+        Ok(Some(pair.public()))
+    };
+    let mut keys = Vec::new();
+    keys.extend(public_of("previous_key_file")?);
+    keys.extend(public_of("key_file")?);
+    Ok(ConfigChecks {
+        keys,
+        witness: cp.get("witness_dir").and_then(|v| v.as_str()).map(resolve),
+        log_id: cp.get("log_id").and_then(|v| v.as_str()).map(str::to_owned),
+    })
+}

@@ -1,0 +1,565 @@
+//! What the signatures in one log prove: the trusted key history, coverage of
+//! the records by seals and checkpoints, the log's identity, freshness, and
+//! the witness. Fed by the classifier, one signed record at a time.
+
+use std::collections::BTreeMap;
+
+use audit_core::checkpoint::{
+    verify_checkpoint, verify_rotation, verify_seal, NoteError, PublicKey,
+};
+use audit_core::{Hash32, Location};
+
+use crate::finding::{CheckpointAge, Finding, FindingClass, Findings, Severity};
+use crate::witness::WitnessNote;
+
+/// What a checkpoint, seal or key-rotation record claims, read in the parallel stage.
+pub(crate) struct Special {
+    pub record_type: SpecialType,
+    pub checkpoint_seq: Option<u64>,
+    pub sealed_seq: Option<u64>,
+    pub head_hash: Option<String>,
+    pub new_key: Option<String>,
+    pub note: Option<String>,
+}
+
+/// The signed record types.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpecialType {
+    Checkpoint,
+    Seal,
+    KeyRotation,
+}
+
+impl SpecialType {
+    pub fn from_record_type(t: &str) -> Option<Self> {
+        match t {
+            "checkpoint" => Some(Self::Checkpoint),
+            "seal" => Some(Self::Seal),
+            "key_rotation" => Some(Self::KeyRotation),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Checkpoint => "checkpoint",
+            Self::Seal => "seal",
+            Self::KeyRotation => "key rotation",
+        }
+    }
+}
+
+/// What the auditor brings: the key history and the expectations.
+pub(crate) struct Expect {
+    /// Trusted keys, oldest first (a key history when there are several).
+    pub keys: Vec<PublicKey>,
+    /// The log's identity, when the auditor knows it.
+    pub log_id: Option<String>,
+    /// The newest checkpoint must be younger than this many seconds.
+    pub max_age_secs: Option<u64>,
+    /// The witness's notes, not yet signature-checked.
+    pub witness: Vec<WitnessNote>,
+    /// The verifier's clock, Unix seconds.
+    pub now: i64,
+}
+
+/// Signatures by a key the auditor does not hold, waiting for a trusted
+/// rotation note that names it.
+struct Deferred {
+    count: u64,
+    first_seq: u64,
+    location: String,
+}
+
+/// The signature state of one log.
+pub(crate) struct Signed {
+    history: Vec<PublicKey>,
+    current: Vec<PublicKey>,
+    retired: Vec<PublicKey>,
+    log_id: Option<String>,
+    log_id_given: bool,
+    /// The last sequence a valid signature covers.
+    covered: u64,
+    any_valid: bool,
+    /// The bound stated by the last valid seal: most records between two seals.
+    stretch: Option<u64>,
+    newest_checkpoint: Option<(u64, i64)>,
+    /// The key of the last valid signature.
+    last_key: Option<PublicKey>,
+    deferred: BTreeMap<(String, String), Deferred>,
+    max_age_secs: Option<u64>,
+    now: i64,
+    witness: Vec<WitnessNote>,
+    /// Per witness note: the hash seen at its sequence, and whether record
+    /// seq + 1 holds the very note.
+    witness_seen: Vec<(Option<Hash32>, bool)>,
+}
+
+fn find(findings: &mut Findings, class: FindingClass, seq: u64, loc: &str, detail: String) {
+    findings.push(Finding {
+        class,
+        severity: Severity::Error,
+        seq: Some(seq),
+        location: loc.to_string(),
+        detail,
+    });
+}
+
+/// The (name, key ID) of every signature line of a note, unverified.
+fn signers(note: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let Some(at) = note.find("\n\n") else {
+        return Vec::new();
+    };
+    note[at + 2..]
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("\u{2014} ")?;
+            let (name, sig) = rest.split_once(' ')?;
+            let raw = base64::engine::general_purpose::STANDARD.decode(sig).ok()?;
+            let id: String = raw.get(..4)?.iter().map(|b| format!("{b:02x}")).collect();
+            Some((name.to_string(), id))
+        })
+        .collect()
+}
+
+/// The origin line of a note, unverified.
+fn origin(note: &str) -> &str {
+    note.split('\n').next().unwrap_or("")
+}
+
+impl Signed {
+    pub fn new(expect: Expect) -> Self {
+        let n = expect.witness.len();
+        Self {
+            current: expect.keys.clone(),
+            history: expect.keys,
+            retired: Vec::new(),
+            log_id_given: expect.log_id.is_some(),
+            log_id: expect.log_id,
+            covered: 0,
+            any_valid: false,
+            stretch: None,
+            newest_checkpoint: None,
+            last_key: None,
+            deferred: BTreeMap::new(),
+            max_age_secs: expect.max_age_secs,
+            now: expect.now,
+            witness: expect.witness,
+            witness_seen: vec![(None, false); n],
+        }
+    }
+
+    /// Called for every record, so the witness check sees the records it names.
+    pub fn saw(&mut self, seq: u64, hash: Hash32, special: Option<&Special>) {
+        for (w, seen) in self.witness.iter().zip(self.witness_seen.iter_mut()) {
+            if w.seq == seq && seen.0.is_none() {
+                seen.0 = Some(hash);
+            }
+            if w.seq + 1 == seq
+                && special.is_some_and(|s| {
+                    s.record_type == SpecialType::Checkpoint && s.note.as_deref() == Some(&w.note)
+                })
+            {
+                seen.1 = true;
+            }
+        }
+    }
+
+    /// Checks the note's origin against the log's identity.
+    fn identity(&mut self, findings: &mut Findings, s: u64, loc: &str, what: &str, id: &str) {
+        match &self.log_id {
+            None => self.log_id = Some(id.to_string()),
+            Some(expected) if expected != id => {
+                let why = if self.log_id_given {
+                    "the log id given"
+                } else {
+                    "the log id of the log's first signed record"
+                };
+                find(
+                    findings,
+                    FindingClass::WrongLog,
+                    s,
+                    loc,
+                    format!("{what} is signed for log {id:?}, not {expected:?} ({why})"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn describe(&self, e: &NoteError) -> String {
+        match e {
+            NoteError::UnknownKey { name, id }
+                if self
+                    .retired
+                    .iter()
+                    .any(|k| k.name() == name && &k.id_hex() == id) =>
+            {
+                format!("signed by key {name}+{id}, which was no longer current (it had been rotated out)")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// A valid signature covers the log through `through`.
+    fn cover(&mut self, findings: &mut Findings, through: u64, loc: &str, key: PublicKey) {
+        if let Some(bound) = self.stretch {
+            // Records strictly between the previous covered point and this
+            // signed record.
+            let between = through.saturating_sub(self.covered).saturating_sub(1);
+            if between > bound {
+                find(
+                    findings,
+                    FindingClass::Unsigned,
+                    self.covered + 1,
+                    loc,
+                    format!(
+                        "records {}..{} ({between}) carry no seal, but the writer seals at least every {bound} records: seals were removed",
+                        self.covered + 1,
+                        through - 1
+                    ),
+                );
+            }
+        }
+        self.covered = self.covered.max(through);
+        self.any_valid = true;
+        self.last_key = Some(key);
+    }
+
+    /// Checks one signed record at sequence `s`. `seen` tells whether the
+    /// log holds record `seq` with hash `h` (None: too far back to know).
+    pub fn check(
+        &mut self,
+        findings: &mut Findings,
+        s: u64,
+        special: &Special,
+        loc: &Location,
+        seen: &dyn Fn(u64, Hash32) -> Option<bool>,
+    ) {
+        let loc = loc.to_string();
+        let what = special.record_type.name();
+        let Some(note) = special.note.as_deref() else {
+            find(
+                findings,
+                FindingClass::Malformed,
+                s,
+                &loc,
+                format!("{what} record without a note"),
+            );
+            return;
+        };
+        let keys: Vec<PublicKey> = self.current.clone();
+        let result = match special.record_type {
+            SpecialType::KeyRotation => verify_rotation(note, &keys).map(|(new, signer)| {
+                self.rotated(findings, s, &loc, note, special, new, signer.clone());
+                signer
+            }),
+            SpecialType::Checkpoint => verify_checkpoint(note, &keys).map(|(cp, signer)| {
+                let fields_agree = special.checkpoint_seq == Some(cp.seq)
+                    && special.head_hash.as_deref() == Some(cp.head.to_hex().as_str());
+                if !fields_agree {
+                    find(
+                        findings,
+                        FindingClass::Modified,
+                        s,
+                        &loc,
+                        "the checkpoint record's fields disagree with its signed note".into(),
+                    );
+                }
+                self.commits(findings, s, &loc, "checkpoint", cp.seq, cp.head, seen);
+                if self.newest_checkpoint.is_none_or(|(q, _)| s > q) {
+                    self.newest_checkpoint = Some((s, cp.time));
+                }
+                self.identity(findings, s, &loc, what, &cp.log_id);
+                signer
+            }),
+            SpecialType::Seal => verify_seal(note, &keys).map(|(seal, signer)| {
+                if special.sealed_seq != Some(seal.seq) {
+                    find(
+                        findings,
+                        FindingClass::Modified,
+                        s,
+                        &loc,
+                        "the seal record's sealed_seq disagrees with its signed note".into(),
+                    );
+                }
+                self.commits(findings, s, &loc, "seal", seal.seq, seal.head, seen);
+                self.identity(findings, s, &loc, what, &seal.log_id);
+                self.stretch = Some(seal.max_stretch);
+                signer
+            }),
+        };
+        match result {
+            Ok(signer) => self.cover(findings, s, &loc, signer),
+            Err(NoteError::UnknownKey { name, id })
+                if !self
+                    .retired
+                    .iter()
+                    .any(|k| k.name() == name && k.id_hex() == id) =>
+            {
+                // Perhaps a key the auditor does not hold but that a later
+                // rotation, signed by a key it does hold, names as its
+                // predecessor.
+                let d = self.deferred.entry((name, id)).or_insert(Deferred {
+                    count: 0,
+                    first_seq: s,
+                    location: loc.clone(),
+                });
+                d.count += 1;
+            }
+            Err(e) => {
+                let class = if matches!(e, NoteError::Malformed(_)) {
+                    FindingClass::Malformed
+                } else {
+                    FindingClass::BadSignature
+                };
+                let d = self.describe(&e);
+                find(findings, class, s, &loc, format!("{what}: {d}"));
+            }
+        }
+    }
+
+    /// A signed note at `s` commits to record `seq` with hash `head`.
+    #[allow(clippy::too_many_arguments)]
+    fn commits(
+        &mut self,
+        findings: &mut Findings,
+        s: u64,
+        loc: &str,
+        what: &str,
+        seq: u64,
+        head: Hash32,
+        seen: &dyn Fn(u64, Hash32) -> Option<bool>,
+    ) {
+        if seq + 1 != s {
+            find(
+                findings,
+                FindingClass::Modified,
+                s,
+                loc,
+                format!("the signed {what} commits to record {seq}, not to the record before it"),
+            );
+        }
+        if seen(seq, head) != Some(true) {
+            find(findings, FindingClass::Modified, seq, loc,
+                format!("the chain disagrees with the signed {what} of record {seq}: the log up to it was rewritten and its hashes recomputed"));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rotated(
+        &mut self,
+        findings: &mut Findings,
+        s: u64,
+        loc: &str,
+        note: &str,
+        special: &Special,
+        new: PublicKey,
+        signer: PublicKey,
+    ) {
+        self.identity(findings, s, loc, "key rotation", origin(note));
+        if special.new_key.as_deref().map(str::trim) != Some(new.to_vkey().as_str()) {
+            find(
+                findings,
+                FindingClass::Modified,
+                s,
+                loc,
+                "the key rotation record's new_key disagrees with its signed note".into(),
+            );
+        }
+        if let Some(pos) = self.history.iter().position(|k| k == &signer) {
+            // With a key history, a rotation must lead to the next key in it.
+            if let Some(next) = self.history.get(pos + 1) {
+                if next != &new {
+                    find(findings, FindingClass::BadSignature, s, loc,
+                        format!("key rotation from {}+{} leads to {}+{}, but the key history given continues with {}+{}", signer.name(), signer.id_hex(), new.name(), new.id_hex(), next.name(), next.id_hex()));
+                }
+            }
+        }
+        // Signatures by the old key that came before, unknown to the auditor,
+        // are vouched for by this rotation when it names their key.
+        for (name, id) in signers(note) {
+            self.deferred.remove(&(name, id));
+        }
+        self.retired.push(signer.clone());
+        self.retired.retain(|k| k != &new);
+        self.current = vec![new];
+    }
+
+    /// Checks at the end of the log: coverage of the tail, key history,
+    /// freshness and the witness.
+    pub fn finish(&mut self, findings: &mut Findings, records: u64, last: u64) {
+        let end = "end of log";
+        for ((name, id), d) in std::mem::take(&mut self.deferred) {
+            findings.push(Finding {
+                class: FindingClass::BadSignature,
+                severity: Severity::Error,
+                seq: Some(d.first_seq),
+                location: d.location,
+                detail: format!(
+                    "{} record(s) signed by unknown key {name}+{id}, which no trusted key or rotation vouches for",
+                    d.count
+                ),
+            });
+        }
+        if records > 0 && !self.any_valid {
+            find(
+                findings,
+                FindingClass::Unsigned,
+                1,
+                end,
+                format!("no record of the log's {records} is covered by a valid signature"),
+            );
+        } else if last > self.covered {
+            let tail = last - self.covered;
+            match self.stretch {
+                Some(bound) if tail > bound => find(
+                    findings,
+                    FindingClass::Unsigned,
+                    self.covered + 1,
+                    end,
+                    format!("the last {tail} record(s) carry no seal, but the writer seals at least every {bound} records"),
+                ),
+                _ => {
+                    findings.push(Finding {
+                        class: FindingClass::UnsignedTail,
+                        severity: Severity::Warning,
+                        seq: Some(self.covered + 1),
+                        location: end.into(),
+                        detail: format!("{tail} record(s) after the last valid signature are not covered by one"),
+                    });
+                }
+            }
+        }
+        if self.history.len() > 1 && self.any_valid {
+            if let (Some(last_key), Some(newest)) = (&self.last_key, self.history.last()) {
+                if last_key != newest {
+                    find(findings, FindingClass::Truncated, last + 1, end,
+                        format!("the log's last signature is by key {}+{}, but the key history given ends with {}+{}: the log stops before a rotation", last_key.name(), last_key.id_hex(), newest.name(), newest.id_hex()));
+                }
+            }
+        }
+        if let Some(max) = self.max_age_secs {
+            match self.newest_checkpoint {
+                None => find(
+                    findings,
+                    FindingClass::Stale,
+                    last + 1,
+                    end,
+                    "no valid checkpoint, so the log's freshness cannot be shown".into(),
+                ),
+                Some((seq, time)) => {
+                    let age = self.now - time;
+                    if age > i64::try_from(max).unwrap_or(i64::MAX) {
+                        find(findings, FindingClass::Stale, seq, end,
+                            format!("the newest valid checkpoint (record {seq}) was signed {age} s ago, more than the {max} s allowed: the log's tail may have been cut"));
+                    }
+                }
+            }
+        }
+        self.finish_witness(findings, last);
+    }
+
+    fn finish_witness(&mut self, findings: &mut Findings, last: u64) {
+        let keys: Vec<PublicKey> = self
+            .current
+            .iter()
+            .chain(&self.retired)
+            .chain(&self.history)
+            .cloned()
+            .collect();
+        // The newest note whose signature verifies, by content.
+        let mut newest: Option<usize> = None;
+        for (i, w) in self.witness.iter().enumerate() {
+            let loc = w.path.display().to_string();
+            match verify_checkpoint(&w.note, &keys) {
+                Err(e) => find(
+                    findings,
+                    FindingClass::BadSignature,
+                    w.seq,
+                    &loc,
+                    format!("witness checkpoint: {e}"),
+                ),
+                Ok((cp, _)) => {
+                    if let Some(expected) = &self.log_id {
+                        if &cp.log_id != expected {
+                            find(
+                                findings,
+                                FindingClass::WrongLog,
+                                w.seq,
+                                &loc,
+                                format!(
+                                    "witness checkpoint is signed for log {:?}, not {expected:?}",
+                                    cp.log_id
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                    if newest.is_none_or(|n| w.seq > self.witness[n].seq) {
+                        newest = Some(i);
+                    }
+                }
+            }
+        }
+        let Some(n) = newest else { return };
+        let w = &self.witness[n];
+        let (seen, holds_note) = self.witness_seen[n];
+        let loc = w.path.display().to_string();
+        if last <= w.seq {
+            find(findings, FindingClass::Truncated, last + 1, &loc,
+                format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq + 1));
+        } else if seen != Some(w.head) {
+            find(
+                findings,
+                FindingClass::Forked,
+                w.seq,
+                &loc,
+                format!(
+                    "record {} differs from the one the witness's signed checkpoint commits to",
+                    w.seq
+                ),
+            );
+        } else if !holds_note {
+            find(
+                findings,
+                FindingClass::Forked,
+                w.seq + 1,
+                &loc,
+                format!(
+                    "record {} is not the checkpoint record whose note the witness holds",
+                    w.seq + 1
+                ),
+            );
+        }
+        // Two different signed checkpoints of one record: the writer signed
+        // two histories.
+        for other in &self.witness {
+            if other.seq == w.seq
+                && other.note != w.note
+                && verify_checkpoint(&other.note, &keys).is_ok_and(|(c, _)| c.head != w.head)
+            {
+                find(
+                    findings,
+                    FindingClass::Forked,
+                    w.seq,
+                    &other.path.display().to_string(),
+                    format!(
+                        "the witness holds two different signed checkpoints of record {}",
+                        w.seq
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The newest valid checkpoint and its age.
+    pub fn newest_checkpoint(&self) -> Option<CheckpointAge> {
+        self.newest_checkpoint.map(|(seq, time)| CheckpointAge {
+            seq,
+            time,
+            age_secs: self.now - time,
+        })
+    }
+}
