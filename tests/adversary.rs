@@ -1,0 +1,713 @@
+//! The log attacked as docs/THREAT_MODEL.md's attackers would: someone who can
+//! write a sink's storage (files, database) but holds no key. Real `audit`
+//! processes, real files; each test names the finding of the issue it
+//! reproduces and must fail if the defence is taken away.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use audit_core::checkpoint::KeyPair;
+use audit_core::{encode_entry_body, Record, Sequencer};
+
+/// One log written by `audit append` with a file sink, a SQLite sink, signed
+/// checkpoints and a witness, and the means to attack its storage.
+struct Log {
+    dir: tempfile::TempDir,
+}
+
+fn audit(cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run audit");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn entries(from: u64, n: u64) -> String {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                "{{\"agent_id\":\"agent-{}\",\"tool_called\":\"read_file\",\"arguments\":{{\"i\":{i}}},\"authorization_decision\":\"{}\"}}\n",
+                i % 3,
+                if i % 4 == 0 { "deny" } else { "allow" }
+            )
+        })
+        .collect()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl Log {
+    /// A log of `n` entries, checkpoints every 10 records.
+    fn new(n: u64) -> Self {
+        Self::with_log_id(n, "audit.test/log")
+    }
+
+    fn with_log_id(n: u64, log_id: &str) -> Self {
+        let log = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        std::fs::create_dir_all(log.path("keys")).expect("keys dir");
+        let o = audit(
+            log.dir.path(),
+            &["keygen", "--name", "audit.test", "--out", "keys"],
+            b"",
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        log.write_config(log_id, "keys/audit.test.key", None);
+        log.append(0, n);
+        log
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write_config(&self, log_id: &str, key: &str, previous: Option<&str>) {
+        let previous = previous
+            .map(|p| format!("previous_key_file = \"{p}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            r#"[log]
+spool_dir = "data/spool"
+
+[log.checkpoints]
+key_file = "{key}"
+log_id = "{log_id}"
+every_records = 10
+every_secs = 3600
+heartbeat_secs = 3600
+witness_dir = "witness"
+{previous}
+[[sinks]]
+kind = "file"
+name = "file"
+dir = "data/file"
+
+[[sinks]]
+kind = "sqlite"
+name = "sqlite"
+path = "data/audit.db"
+"#
+        );
+        std::fs::write(self.path("audit.toml"), config).expect("config");
+    }
+
+    fn append(&self, from: u64, n: u64) {
+        let o = audit(
+            self.dir.path(),
+            &["append", "--config", "audit.toml"],
+            entries(from, n).as_bytes(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+
+    fn verify(&self, args: &[&str]) -> Output {
+        audit(self.dir.path(), &[&["verify"], args].concat(), b"")
+    }
+
+    /// `audit verify --config audit.toml --json`: key, witness and log id
+    /// from the config.
+    fn verify_config(&self) -> (Output, serde_json::Value) {
+        let o = self.verify(&["--config", "audit.toml", "--json"]);
+        let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        (o, v)
+    }
+
+    fn file_segment(&self) -> PathBuf {
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(self.path("data/file"))
+            .expect("segments")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+            })
+            .collect();
+        segs.sort();
+        assert_eq!(segs.len(), 1, "one segment");
+        segs.remove(0)
+    }
+
+    fn lines(&self) -> Vec<Vec<u8>> {
+        std::fs::read(self.file_segment())
+            .expect("read")
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && l.first() != Some(&0))
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    fn write_lines(&self, lines: &[Vec<u8>]) {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        std::fs::write(self.file_segment(), out).expect("write");
+    }
+
+    fn file_source(&self) -> String {
+        format!("file:{}", self.path("data/file").display())
+    }
+
+    fn sqlite_source(&self) -> String {
+        format!("sqlite:{}", self.path("data/audit.db").display())
+    }
+
+    fn pub_key(&self) -> String {
+        self.path("keys/audit.test.pub").display().to_string()
+    }
+
+    fn key(&self, name: &str) -> KeyPair {
+        let t = std::fs::read_to_string(self.path(&format!("keys/{name}.key"))).expect("key");
+        KeyPair::from_private_string(&t).expect("parse key")
+    }
+
+    /// Rotates from `audit.test` to a new key `audit.next` and appends `n`.
+    fn rotate(&self, n: u64) {
+        let o = audit(
+            self.dir.path(),
+            &["keygen", "--name", "audit.next", "--out", "keys"],
+            b"",
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        self.write_config(
+            "audit.test/log",
+            "keys/audit.next.key",
+            Some("keys/audit.test.key"),
+        );
+        self.append(500, n);
+    }
+}
+
+fn record_type(line: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    v.get("record_type")?.as_str().map(str::to_owned)
+}
+
+/// The body of a stored record: everything before its chain members (a
+/// body not yet sealed is returned as it is).
+fn body_of(line: &[u8]) -> Vec<u8> {
+    let t = std::str::from_utf8(line).expect("utf8");
+    match t.find(",\"chain_sequence\":") {
+        Some(at) => t.as_bytes()[..at].to_vec(),
+        None => line.to_vec(),
+    }
+}
+
+/// Re-seals `lines` from index `from` on, as an attacker without the key
+/// would: bodies kept, chain members recomputed.
+fn rechain(lines: &mut [Vec<u8>], from: usize) {
+    let head = (from > 0).then(|| Record::from_text(&lines[from - 1]).expect("record").head());
+    let mut seq = Sequencer::resume(head);
+    for l in lines[from..].iter_mut() {
+        *l = seq.seal(&body_of(l)).text().to_vec();
+    }
+}
+
+fn fake_entry(i: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    encode_entry_body(&audit_core::testing::sample_entry(90_000 + i), &mut body).expect("encode");
+    body
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+}
+
+fn count(report: &serde_json::Value, class: &str) -> u64 {
+    report["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["counts"].as_array().into_iter().flatten())
+        .filter(|c| c["class"] == class && c["severity"] == "error")
+        .map(|c| c["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn untouched_log_verifies_in_every_mode() {
+    let log = Log::new(40);
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 0);
+    assert_eq!(v["ok"], true);
+    assert!(
+        v["sources"][0]["newest_checkpoint"]["age_secs"].is_i64(),
+        "{v}"
+    );
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--log-id",
+        "audit.test/log",
+        "--max-age",
+        "1h",
+    ]);
+    assert_exit(&o, 0);
+}
+
+/// Finding 1: 10,001 repeated genesis records in front of the real segment
+/// used to push the real findings past the cap, and `ok` was computed from
+/// the kept ones.
+#[test]
+fn f01_the_finding_cap_does_not_decide_the_verdict() {
+    let log = Log::new(30);
+    let lines = log.lines();
+    let segment = log.file_segment();
+    let mut front = Vec::new();
+    for _ in 0..10_001 {
+        front.extend_from_slice(&lines[0]);
+        front.push(b'\n');
+    }
+    std::fs::write(
+        log.path("data/file/audit-00000000000000000000.jsonl"),
+        front,
+    )
+    .expect("front segment");
+    let mut real = lines.clone();
+    real[5] = String::from_utf8(real[5].clone())
+        .expect("utf8")
+        .replacen("\"allow\"", "\"deny\"", 1)
+        .into_bytes();
+    real.truncate(20);
+    let mut out = Vec::new();
+    for l in &real {
+        out.extend_from_slice(l);
+        out.push(b'\n');
+    }
+    std::fs::write(&segment, out).expect("write");
+    let o = log.verify(&[&log.file_source(), "--public-key", &log.pub_key(), "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let s = &v["sources"][0];
+    assert!(
+        s["errors"].as_u64().unwrap_or(0) > 10_000,
+        "{}",
+        s["errors"]
+    );
+    assert!(s["findings_omitted"].as_u64().unwrap_or(0) > 0);
+}
+
+/// Finding 2: a new genesis chain added to a log our writer made is an
+/// error, not a `restart` warning, without --strict.
+#[test]
+fn f02_a_fabricated_chain_in_our_log_is_an_error() {
+    let log = Log::new(20);
+    let mut lines = log.lines();
+    let mut seq = Sequencer::new();
+    for i in 0..5 {
+        lines.push(seq.seal(&fake_entry(i)).text().to_vec());
+    }
+    log.write_lines(&lines);
+    let o = log.verify(&[&log.file_source(), "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "restart") >= 1, "{v}");
+
+    // As an extra segment of its own.
+    let log = Log::new(20);
+    let mut seq = Sequencer::new();
+    let mut extra = Vec::new();
+    for i in 0..3 {
+        extra.extend_from_slice(seq.seal(&fake_entry(i)).text());
+        extra.push(b'\n');
+    }
+    std::fs::write(
+        log.path("data/file/audit-00000000000000000001.1.jsonl"),
+        extra,
+    )
+    .expect("extra segment");
+    let o = log.verify(&[&log.file_source()]);
+    assert_exit(&o, 1);
+}
+
+/// Finding 3: editing a record, dropping every later checkpoint and seal and
+/// recomputing the chain left only an `unsigned_tail` warning.
+#[test]
+fn f03_dropping_signatures_after_an_edit_fails_with_a_key() {
+    // Two runs: the first one's closing checkpoint stays valid, and the edit
+    // lies after it.
+    let two_runs = || {
+        let log = Log::new(30);
+        log.append(100, 30);
+        log
+    };
+    let log = two_runs();
+    let mut lines = log.lines();
+    let first_cp = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("checkpoint"))
+        .expect("a checkpoint");
+    let victim = first_cp + 10;
+    lines[victim] = String::from_utf8(lines[victim].clone())
+        .expect("utf8")
+        .replacen("\"allow\"", "\"deny\"", 1)
+        .into_bytes();
+    let mut kept: Vec<Vec<u8>> = lines[..victim].to_vec();
+    kept.extend(
+        lines[victim..]
+            .iter()
+            .filter(|l| record_type(l).is_none())
+            .cloned(),
+    );
+    rechain(&mut kept, victim);
+    log.write_lines(&kept);
+    let o = log.verify(&[&log.file_source(), "--public-key", &log.pub_key(), "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "unsigned") >= 1, "{v}");
+
+    // Renaming the signed records' type instead of deleting them.
+    let log = two_runs();
+    let mut lines = log.lines();
+    for l in lines[victim..].iter_mut() {
+        if record_type(l).is_some() {
+            *l = String::from_utf8(l.clone())
+                .expect("utf8")
+                .replacen("{\"record_type\":\"", "{\"record_type\":\"x", 1)
+                .into_bytes();
+        }
+    }
+    rechain(&mut lines, victim);
+    log.write_lines(&lines);
+    let o = log.verify(&[&log.file_source(), "--public-key", &log.pub_key()]);
+    assert_exit(&o, 1);
+}
+
+/// Finding 4: the witness check must look at the record it names: record
+/// N + 1 must be the checkpoint whose note the witness holds.
+#[test]
+fn f04_the_witnessed_checkpoint_record_cannot_be_replaced() {
+    let log = Log::new(25);
+    let lines = log.lines();
+    // The newest witness note names the closing checkpoint's record N.
+    let last_cp = lines
+        .iter()
+        .rposition(|l| record_type(l).as_deref() == Some("checkpoint"))
+        .expect("a checkpoint");
+    let mut forged = lines[..last_cp].to_vec();
+    forged.push(fake_entry(1));
+    rechain(&mut forged, last_cp);
+    log.write_lines(&forged);
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--witness",
+        &log.path("witness").display().to_string(),
+        "--json",
+    ]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "forked") >= 1, "{v}");
+}
+
+/// Finding 5: another log signed by the same key is not this one.
+#[test]
+fn f05_another_log_with_the_same_key_is_refused() {
+    let a = Log::with_log_id(20, "audit.test/a");
+    let b = Log::with_log_id(20, "audit.test/b");
+    // B's storage, signed with A's key: copy A's key into B's place and
+    // rewrite B with it.
+    std::fs::copy(a.path("keys/audit.test.key"), b.path("keys/audit.test.key")).expect("key");
+    std::fs::remove_dir_all(b.path("data")).expect("clear");
+    std::fs::remove_dir_all(b.path("witness")).expect("clear");
+    b.append(100, 20);
+    // B's database put in place of A's.
+    std::fs::copy(b.path("data/audit.db"), a.path("data/audit.db")).expect("swap db");
+    let o = a.verify(&[
+        &a.sqlite_source(),
+        "--public-key",
+        &a.pub_key(),
+        "--log-id",
+        "audit.test/a",
+        "--json",
+    ]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "wrong_log") >= 1, "{v}");
+    // The config names the log id too.
+    let (o, v) = a.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "wrong_log") >= 1, "{v}");
+}
+
+/// Finding 6: nothing is not intact.
+#[test]
+fn f06_sources_must_hold_something() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("empty")).expect("mkdir");
+    for src in ["file:empty", "file:missing", "missing.jsonl"] {
+        let o = audit(dir.path(), &["verify", src], b"");
+        assert_exit(&o, 2);
+        assert!(!dir.path().join("missing").exists(), "verify created {src}");
+    }
+}
+
+/// Finding 9: with a tampered file copy and an intact SQLite copy, the file
+/// copy is named, whatever the order of the sources.
+#[test]
+fn f09_compare_names_the_culprit_in_either_order() {
+    let log = Log::new(30);
+    let mut lines = log.lines();
+    lines[7] = String::from_utf8(lines[7].clone())
+        .expect("utf8")
+        .replacen("read_file", "rm_rf_all", 1)
+        .into_bytes();
+    log.write_lines(&lines);
+    for order in [
+        [log.file_source(), log.sqlite_source()],
+        [log.sqlite_source(), log.file_source()],
+    ] {
+        let o = log.verify(&[&order[0], &order[1], "--json"]);
+        assert_exit(&o, 1);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        for s in v["sources"].as_array().expect("sources") {
+            let is_file = s["source"].as_str().is_some_and(|n| n.starts_with("file:"));
+            assert_eq!(s["ok"], !is_file, "{v}");
+        }
+    }
+}
+
+/// Finding 12: the witness note is chosen by its content; a genuine older
+/// note under a newer name cannot hide a cut tail.
+#[test]
+fn f12_a_renamed_witness_note_is_refused() {
+    let log = Log::new(10);
+    log.append(100, 25);
+    let witness = log.path("witness");
+    let mut notes: Vec<PathBuf> = std::fs::read_dir(&witness)
+        .expect("witness")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    notes.sort();
+    assert!(notes.len() >= 2, "{notes:?}");
+    // Cut the log back to the first witnessed checkpoint, and remove the
+    // newer notes, keeping a copy of the oldest one under a newer name.
+    let first = notes[0].clone();
+    for n in &notes[1..] {
+        std::fs::remove_file(n).expect("rm note");
+    }
+    std::fs::copy(&first, witness.join("checkpoint-00000000000000000099.note")).expect("copy");
+    let lines = log.lines();
+    let name = first.file_name().and_then(|n| n.to_str()).expect("name");
+    let n: usize = name["checkpoint-".len()..][..20].parse().expect("seq");
+    log.write_lines(&lines[..n + 1]);
+    std::fs::remove_file(log.path("data/audit.db")).expect("rm db");
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--witness",
+        &witness.display().to_string(),
+    ]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("is named for record 99"), "{}", text(&o));
+}
+
+/// Finding 15: `audit verify --config` checks with the config's key and
+/// witness: a cut tail that the witness catches is not INTACT.
+#[test]
+fn f15_config_verify_uses_the_checkpoint_section() {
+    let log = Log::new(35);
+    let lines = log.lines();
+    log.write_lines(&lines[..15]);
+    // A config whose only sink is the file.
+    let config = std::fs::read_to_string(log.path("audit.toml")).expect("config");
+    let file_only = &config[..config
+        .find("[[sinks]]\nkind = \"sqlite\"")
+        .expect("sqlite sink")];
+    std::fs::write(log.path("audit.toml"), file_only).expect("config");
+    let o = log.verify(&[&log.file_source()]);
+    assert_exit(&o, 0); // a plain chain cannot see a cut at a record boundary
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "truncated") >= 1, "{v}");
+}
+
+/// Finding 16: freshness. A log whose newest checkpoint is an hour old fails
+/// `--max-age 10m` and passes `--max-age 2h`.
+#[test]
+fn f16_max_age_catches_a_stale_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = KeyPair::generate("audit.test").expect("key");
+    std::fs::write(dir.path().join("k.pub"), key.public().to_vkey()).expect("pub");
+    let mut seq = Sequencer::new();
+    let mut out = Vec::new();
+    let mut push = |body: &[u8], seq: &mut Sequencer| {
+        let r = seq.seal(body);
+        out.extend_from_slice(r.text());
+        out.push(b'\n');
+        r
+    };
+    let mut last = None;
+    for i in 0..5 {
+        last = Some(push(&fake_entry(i), &mut seq));
+    }
+    let head = last.expect("records").head();
+    let time = chrono::Utc::now().timestamp() - 3600;
+    let cp = audit_core::checkpoint::Checkpoint {
+        log_id: "audit.test/old".into(),
+        seq: head.seq,
+        head: head.hash,
+        time,
+    };
+    let note = key.sign_note(&cp.body());
+    let body = format!(
+        "{{\"record_type\":\"checkpoint\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"log_id\":\"audit.test/old\",\"checkpoint_seq\":{},\"head_hash\":\"{}\",\"key_id\":\"{}\",\"note\":{}",
+        head.seq,
+        head.hash.to_hex(),
+        key.public().id_hex(),
+        serde_json::to_string(&note).expect("note")
+    );
+    push(body.as_bytes(), &mut seq);
+    std::fs::create_dir(dir.path().join("log")).expect("mkdir");
+    std::fs::write(dir.path().join("log/audit-00000000000000000001.jsonl"), out).expect("write");
+    let run = |age: &str| {
+        audit(
+            dir.path(),
+            &[
+                "verify",
+                "file:log",
+                "--public-key",
+                "k.pub",
+                "--max-age",
+                age,
+                "--json",
+            ],
+            b"",
+        )
+    };
+    let o = run("10m");
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "stale") == 1, "{v}");
+    assert_exit(&run("2h"), 0);
+}
+
+fn rotations(lines: &[Vec<u8>]) -> usize {
+    lines
+        .iter()
+        .filter(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .count()
+}
+
+/// Finding 14: a rotation happens once, is signed by both keys, and a
+/// verifier holding only the new key checks the whole log.
+#[test]
+fn f14_key_rotation_happens_once_and_the_new_key_alone_verifies() {
+    let log = Log::new(15);
+    log.rotate(15);
+    assert_eq!(rotations(&log.lines()), 1);
+    // A restart with previous_key_file still set does not rotate again.
+    log.append(900, 5);
+    assert_eq!(rotations(&log.lines()), 1);
+    let next = log.path("keys/audit.next.pub").display().to_string();
+    let old = log.pub_key();
+    for keys in [vec![&old, &next], vec![&next]] {
+        let mut args = vec![log.file_source()];
+        for k in keys {
+            args.push("--public-key".into());
+            args.push(k.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = log.verify(&args);
+        assert_exit(&o, 0);
+    }
+}
+
+/// Finding 14: a rotation record whose new_key member disagrees with its
+/// signed note is an error.
+#[test]
+fn f14_a_rotation_member_that_disagrees_with_its_note_is_an_error() {
+    let log = Log::new(15);
+    log.rotate(5);
+    let mut lines = log.lines();
+    let at = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("rotation");
+    let mallory = KeyPair::generate("audit.next").expect("key");
+    let v: serde_json::Value = serde_json::from_slice(&lines[at]).expect("json");
+    let new_key = v["new_key"].as_str().expect("new_key").to_string();
+    lines[at] = String::from_utf8(lines[at].clone())
+        .expect("utf8")
+        .replacen(&new_key, &mallory.public().to_vkey(), 1)
+        .into_bytes();
+    rechain(&mut lines, at);
+    log.write_lines(&lines);
+    let o = log.verify(&[&log.file_source(), "--public-key", &log.pub_key(), "--json"]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("new_key disagrees"), "{}", text(&o));
+}
+
+/// Finding 14: with the retired key leaked, a log cut before its rotation
+/// and re-signed by the old key fails against the key history.
+#[test]
+fn f14_history_re_signed_with_a_leaked_old_key_fails_against_the_key_history() {
+    let log = Log::new(15);
+    log.rotate(15);
+    let lines = log.lines();
+    let at = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("rotation");
+    // Keep the log up to the rotation, append forged entries, and sign them
+    // with the leaked old key.
+    let old = log.key("audit.test");
+    let mut forged = lines[..at].to_vec();
+    let mut seq = Sequencer::resume(Some(
+        Record::from_text(&forged[at - 1]).expect("record").head(),
+    ));
+    for i in 0..3 {
+        forged.push(seq.seal(&fake_entry(i)).text().to_vec());
+    }
+    let head = seq.head().expect("head");
+    let cp = audit_core::checkpoint::Checkpoint {
+        log_id: "audit.test/log".into(),
+        seq: head.seq,
+        head: head.hash,
+        time: chrono::Utc::now().timestamp(),
+    };
+    let note = old.sign_note(&cp.body());
+    let body = format!(
+        "{{\"record_type\":\"checkpoint\",\"timestamp\":\"2026-12-02T00:00:00Z\",\"log_id\":\"audit.test/log\",\"checkpoint_seq\":{},\"head_hash\":\"{}\",\"key_id\":\"{}\",\"note\":{}",
+        head.seq,
+        head.hash.to_hex(),
+        old.public().id_hex(),
+        serde_json::to_string(&note).expect("note")
+    );
+    forged.push(seq.seal(body.as_bytes()).text().to_vec());
+    log.write_lines(&forged);
+    let next = log.path("keys/audit.next.pub").display().to_string();
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--public-key",
+        &next,
+        "--json",
+    ]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "truncated") >= 1, "{v}");
+}
