@@ -442,16 +442,30 @@ async fn query(q: QueryArgs) -> i32 {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             for r in &rows {
-                if q.json {
-                    let record: serde_json::Value = serde_json::from_str(&r.record)
-                        .unwrap_or(serde_json::Value::String(r.record.clone()));
-                    let line = serde_json::json!({"seq": r.seq, "record_hash": r.record_hash, "record": record});
-                    let _ = writeln!(out, "{line}");
+                let written = if q.json {
+                    // The record as stored, not re-serialized: member order
+                    // and number text stay what the producer gave.
+                    match serde_json::value::RawValue::from_string(r.record.clone()) {
+                        Ok(record) => {
+                            let line = serde_json::json!({"seq": r.seq, "record_hash": r.record_hash, "record": record});
+                            writeln!(out, "{line}")
+                        }
+                        Err(e) => {
+                            eprintln!("audit query: row {} does not hold JSON: {e}", r.seq);
+                            return 1;
+                        }
+                    }
                 } else {
                     let v: serde_json::Value = serde_json::from_str(&r.record).unwrap_or_default();
-                    let field =
-                        |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
-                    let _ = writeln!(
+                    // Fields come from the log: escaped, so a record cannot
+                    // drive the terminal.
+                    let field = |k: &str| {
+                        audit_verify::escape_terminal(
+                            v.get(k).and_then(|x| x.as_str()).unwrap_or("-"),
+                        )
+                        .into_owned()
+                    };
+                    writeln!(
                         out,
                         "{:>10}  {}  {}  {:<12} {:<16} {:<6} {}",
                         r.seq,
@@ -461,8 +475,16 @@ async fn query(q: QueryArgs) -> i32 {
                         field("tool_called"),
                         field("authorization_decision"),
                         field("request_id"),
-                    );
+                    )
+                };
+                if let Err(e) = written {
+                    eprintln!("audit query: cannot write the results: {e}");
+                    return 2;
                 }
+            }
+            if let Err(e) = out.flush() {
+                eprintln!("audit query: cannot write the results: {e}");
+                return 2;
             }
             eprintln!("{} result(s)", rows.len());
             0

@@ -48,16 +48,24 @@ pub const EXIT_ERROR: i32 = 2;
 pub async fn run(args: VerifyArgs) -> i32 {
     match run_inner(&args).await {
         Ok(report) => {
-            if args.json {
+            let text = if args.json {
                 match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => s + "\n",
                     Err(e) => {
-                        eprintln!("audit-verify: cannot render the report: {e}");
+                        complain(&format!("cannot render the report: {e}"));
                         return EXIT_ERROR;
                     }
                 }
             } else {
-                print!("{}", report.human());
+                report.human()
+            };
+            // A verdict nobody could read is no verdict: an unwritable
+            // stdout is an error, not a panic and not a silent 0.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                complain(&format!("cannot write the report: {e}"));
+                return EXIT_ERROR;
             }
             if report.ok {
                 EXIT_OK
@@ -66,10 +74,17 @@ pub async fn run(args: VerifyArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("audit-verify: {e}");
+            complain(&e.to_string());
             EXIT_ERROR
         }
     }
+}
+
+/// A message on stderr; if stderr cannot be written either, the exit status
+/// still tells.
+fn complain(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "audit-verify: {message}");
 }
 
 async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {

@@ -242,8 +242,37 @@ pub struct Report {
     pub sources: Vec<SourceReport>,
 }
 
+/// Text made safe for a terminal: control characters (C0, DEL, C1), line and
+/// paragraph separators and bidirectional controls are shown as `\u{…}`
+/// escapes, so that bytes from a hostile record cannot move the cursor, ring
+/// the bell, rewrite what was printed before, or reorder what is shown.
+pub fn escape_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl Report {
-    /// Human summary, as `audit-verify` prints it.
+    /// Human summary, as `audit-verify` prints it. Text from the log is
+    /// escaped ([`escape_terminal`]).
     pub fn human(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
@@ -251,7 +280,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{}: {}",
-                s.source,
+                escape_terminal(&s.source),
                 if s.ok { "INTACT" } else { "INTEGRITY FINDINGS" }
             );
             let range = match (s.first_seq, s.last_seq) {
@@ -264,7 +293,12 @@ impl Report {
                 s.records, s.chains, s.segments
             );
             if let (Some(a), Some(b)) = (&s.first_time, &s.last_time) {
-                let _ = writeln!(out, "  time span: {a} .. {b}");
+                let _ = writeln!(
+                    out,
+                    "  time span: {} .. {}",
+                    escape_terminal(a),
+                    escape_terminal(b)
+                );
             }
             if let Some(h) = &s.head_hash {
                 let _ = writeln!(out, "  head hash: {h}");
@@ -291,7 +325,8 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "  {sev:<7} {class:<10} seq {seq:<8} {}: {}",
-                    f.location, f.detail
+                    escape_terminal(&f.location),
+                    escape_terminal(&f.detail)
                 );
             }
             if s.findings_omitted > 0 {
@@ -300,5 +335,19 @@ impl Report {
         }
         let _ = writeln!(out, "{}", if self.ok { "OK" } else { "FAILED" });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_terminal;
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        assert_eq!(escape_terminal("plain é"), "plain é");
+        assert_eq!(
+            escape_terminal("a\u{1b}[2Jb\u{7}c\u{2028}d\u{202e}e\u{9b}f"),
+            "a\\u{001b}[2Jb\\u{0007}c\\u{2028}d\\u{202e}e\\u{009b}f"
+        );
     }
 }

@@ -28,7 +28,8 @@ mod witness;
 use std::sync::Arc;
 
 pub use finding::{
-    CheckpointAge, ClassCount, Finding, FindingClass, Report, Severity, SourceReport,
+    escape_terminal, CheckpointAge, ClassCount, Finding, FindingClass, Report, Severity,
+    SourceReport,
 };
 pub use source::{checks_from_config, sources_from_config, ConfigChecks, Source};
 
