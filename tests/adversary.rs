@@ -711,3 +711,33 @@ fn f14_history_re_signed_with_a_leaked_old_key_fails_against_the_key_history() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(count(&v, "truncated") >= 1, "{v}");
 }
+
+/// Hostile bytes in a record do not reach the terminal, and a report that
+/// cannot be written is exit 2, not a panic or a silent 0.
+#[test]
+fn hostile_text_is_escaped_and_unwritable_output_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = "{\"agent_id\":\"a\\u001b[2J\\u0007\\u2028\\u202eb\",\"tool_called\":\"t\",\"authorization_decision\":\"allow\"}\n";
+    let o = audit(dir.path(), &["append"], entry.as_bytes());
+    assert_exit(&o, 0);
+    let o = audit(dir.path(), &["query", "--tool", "t"], b"");
+    assert_exit(&o, 0);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("\\u{001b}[2J"), "{out}");
+    for c in ['\u{1b}', '\u{7}', '\u{2028}', '\u{202e}'] {
+        assert!(!out.contains(c), "{c:?} reached the terminal: {out:?}");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let o = Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(["verify", "--json"])
+        .current_dir(dir.path())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_exit(&o, 2);
+    assert!(text(&o).contains("cannot write the report"), "{}", text(&o));
+}
