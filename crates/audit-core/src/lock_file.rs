@@ -37,14 +37,25 @@ impl LockFile {
                 source,
             }
         };
+        // O_NOFOLLOW: a symbolic link planted at the lock's path must not
+        // make the writer (often root) write its pid into the link's target.
+        // O_NONBLOCK: a FIFO there must not hang the open.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(io("open lock file"))?;
+        let meta = file.metadata().map_err(io("stat lock file"))?;
+        if !meta.is_file() {
+            return Err(io("open lock file")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -64,7 +75,9 @@ impl LockFile {
             Err(TryLockError::Error(e)) => return Err(io("lock")(e)),
         }
         // Only for the next writer's error message: the lock itself is what
-        // excludes it, so failing to record the pid is not an error.
+        // excludes it, so failing to record the pid is not an error. The
+        // file is emptied only now, under the lock, so a refused writer
+        // never clears the holder's pid.
         let recorded = file
             .set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
@@ -85,6 +98,25 @@ impl LockFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_symbolic_link_at_the_lock_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").expect("write");
+        let path = dir.path().join("audit.lock");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        match super::LockFile::acquire("a", &path) {
+            Err(SinkError::Io { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("expected an Io error naming the lock, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep me");
+        let fifo = dir.path().join("fifo.lock");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(super::LockFile::acquire("a", &fifo).is_err());
+        }
+    }
+
     use super::*;
 
     #[test]
