@@ -126,6 +126,22 @@ struct Writer {
     _lock: LockFile,
 }
 
+/// The database's path with every symbolic link resolved, for a database that
+/// does not exist yet too (its directory resolved, its name kept).
+fn real_path(database: &std::path::Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(database) {
+        return real;
+    }
+    let parent = database
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match (std::fs::canonicalize(parent), database.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => database.to_path_buf(),
+    }
+}
+
 /// The lock file beside a database: `<database>.lock`.
 pub fn lock_path(database: &std::path::Path) -> PathBuf {
     let mut p = database.as_os_str().to_owned();
@@ -229,8 +245,11 @@ impl Writer {
             let op = op.to_string();
             move |e| map(&name, &path, &op, e)
         };
-        // Before the database is created, opened or changed in any way.
-        let lock = LockFile::acquire(&name, &lock_path(&path))?;
+        // Before the database is created, opened or changed in any way. The
+        // lock sits beside the real file: a second writer reaching the same
+        // database through a symbolic link (to it or to its directory) must
+        // meet the same lock.
+        let lock = LockFile::acquire(&name, &lock_path(&real_path(&path)))?;
         if !path.exists() {
             // Create the file ourselves so that it (and SQLite's -wal and -shm
             // files, which copy its mode) is readable by the owner only.
