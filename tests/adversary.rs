@@ -741,3 +741,103 @@ fn hostile_text_is_escaped_and_unwritable_output_is_an_error() {
     assert_exit(&o, 2);
     assert!(text(&o).contains("cannot write the report"), "{}", text(&o));
 }
+
+/// Finding 10: a rechained forgery appended to the file sink alone is not
+/// copied into SQLite, and not signed over, at the next start.
+#[test]
+fn f10_the_writer_does_not_launder_a_forgery() {
+    for with_fake_seal in [false, true] {
+        let log = Log::new(20);
+        let mut lines = log.lines();
+        let mut fake = fake_entry(7);
+        let marker = "agent-forged-by-mallory";
+        fake = String::from_utf8(fake)
+            .expect("utf8")
+            .replacen("\"agent_id\":\"", &format!("\"agent_id\":\"{marker}"), 1)
+            .into_bytes();
+        lines.push(fake);
+        let n = lines.len();
+        rechain(&mut lines, n - 1);
+        if with_fake_seal {
+            // A seal over it, signed by a key that is not the log's.
+            let mallory = KeyPair::generate("audit.test").expect("key");
+            let head = Record::from_text(&lines[n - 1]).expect("record").head();
+            let seal = audit_core::checkpoint::Seal {
+                log_id: "audit.test/log".into(),
+                seq: head.seq,
+                head: head.hash,
+                max_stretch: 100_000,
+            };
+            let note = mallory.sign_note(&seal.body());
+            let body = format!(
+                "{{\"record_type\":\"seal\",\"sealed_seq\":{},\"note\":{}",
+                head.seq,
+                serde_json::to_string(&note).expect("note")
+            );
+            let mut seq = Sequencer::resume(Some(head));
+            lines.push(seq.seal(body.as_bytes()).text().to_vec());
+        }
+        log.write_lines(&lines);
+        let o = audit(
+            log.dir.path(),
+            &["append", "--config", "audit.toml"],
+            entries(300, 5).as_bytes(),
+        );
+        let db = rusqlite_free_read(&log.path("data/audit.db"));
+        assert!(
+            !db.contains(marker),
+            "the forgery was copied into SQLite ({})",
+            text(&o)
+        );
+        if o.status.success() {
+            // Adopted nothing: the forgery is out of the chain and every
+            // copy verifies with the key.
+            let seg = std::fs::read_to_string(log.file_segment()).expect("segment");
+            assert!(!seg.contains(marker), "the forgery stayed in the chain");
+            let (o, v) = log.verify_config();
+            assert_exit(&o, 0);
+            let _ = v;
+        } else {
+            assert!(
+                text(&o).contains("file"),
+                "the refusal names the sink: {}",
+                text(&o)
+            );
+        }
+    }
+}
+
+/// The bytes of a SQLite database file, as text where it is text: enough to
+/// see whether a marker string was ever written into it.
+fn rusqlite_free_read(path: &Path) -> String {
+    let mut all = std::fs::read(path).unwrap_or_default();
+    let wal = path.with_extension("db-wal");
+    all.extend(std::fs::read(wal).unwrap_or_default());
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Hostile hosts: a second writer reaching the same database through a
+/// symbolic link meets the first one's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_through_a_symlink_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real.db");
+    let first = sink_sqlite::SqliteSink::open(sink_sqlite::SqliteSinkConfig::new("a", &real))
+        .await
+        .expect("first");
+    std::fs::create_dir(dir.path().join("alias")).expect("mkdir");
+    std::os::unix::fs::symlink(&real, dir.path().join("alias/link.db")).expect("symlink");
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("dir-alias")).expect("symlink");
+    for alias in ["alias/link.db", "dir-alias/real.db"] {
+        let second = sink_sqlite::SqliteSink::open(sink_sqlite::SqliteSinkConfig::new(
+            "b",
+            dir.path().join(alias),
+        ))
+        .await;
+        assert!(
+            matches!(second, Err(audit_core::SinkError::InUse { .. })),
+            "{alias}: {second:?}"
+        );
+    }
+    drop(first);
+}
