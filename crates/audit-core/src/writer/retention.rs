@@ -259,10 +259,23 @@ pub(crate) fn write_chunk(path: &Path, records: &[Record]) -> Result<(), SpoolEr
         path: path.to_path_buf(),
         source,
     };
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(wrap)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(wrap)?;
     }
-    let mut f = fs::File::create(path).map_err(wrap)?;
+    // Records may be confidential: owner-only, like the sinks. A new file
+    // only, and never through a symbolic link planted at its name.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(wrap)?;
     let mut buf = Vec::with_capacity(records.iter().map(|r| r.line().len()).sum());
     for r in records {
         buf.extend_from_slice(r.line());
@@ -281,16 +294,36 @@ pub(crate) fn read_chunk(
         path: path.to_path_buf(),
         source,
     };
-    let f = fs::File::open(path).map_err(wrap)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(wrap)?;
+    let invalid = |m: String| wrap(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
     let mut out = Vec::new();
+    let mut prev: Option<Record> = None;
     for line in BufReader::new(f).split(b'\n') {
         let line = line.map_err(wrap)?;
-        let rec = Record::from_text(&line).map_err(|e| {
-            wrap(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e.to_string(),
-            ))
-        })?;
+        let rec = Record::from_text(&line).map_err(|e| invalid(e.to_string()))?;
+        // What goes back to a sink must be what the writer sealed: each
+        // record's bytes must hash to its hash and link to the one before.
+        if crate::record::record_hash(rec.text()) != rec.hash() {
+            return Err(invalid(format!(
+                "record {} was changed in the spool",
+                rec.seq()
+            )));
+        }
+        if let Some(p) = &prev {
+            if rec.seq() != p.seq() + 1 || !links(&rec, p) {
+                return Err(invalid(format!(
+                    "record {} does not follow record {} in the spool",
+                    rec.seq(),
+                    p.seq()
+                )));
+            }
+        }
+        prev = Some(rec.clone());
         if rec.seq() < from {
             continue;
         }
@@ -300,4 +333,10 @@ pub(crate) fn read_chunk(
         out.push(rec);
     }
     Ok(out)
+}
+
+/// Whether `rec` links to `prev` by its previous-hash member.
+fn links(rec: &Record, prev: &Record) -> bool {
+    crate::record::parse_record(rec.text())
+        .is_ok_and(|p| p.prev == crate::record::PrevHash::Hash(prev.hash()))
 }
