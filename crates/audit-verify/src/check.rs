@@ -304,8 +304,15 @@ impl Classifier {
         };
         let s = rec.seq;
         self.records += 1;
-        if let Location::Line { path, line: 1, .. } = &loc {
-            if let Some(&promised) = self.segment_starts.get(path.as_ref()) {
+        // A segment file's or object's first record must have the sequence
+        // its name promises.
+        let segment = match &loc {
+            Location::Line { path, line: 1, .. } => Some(path.as_ref()),
+            Location::Object { key, line: 1 } => Some(std::path::Path::new(key.as_str())),
+            _ => None,
+        };
+        if let Some(path) = segment {
+            if let Some(&promised) = self.segment_starts.get(path) {
                 if promised != s {
                     self.find(
                         FindingClass::Modified,

@@ -170,12 +170,26 @@ impl Source {
             #[cfg(feature = "object")]
             Source::Fs { .. } | Source::S3 { .. } => {
                 let log = self.object_log().await.map_err(unreadable)?;
-                let n = log
-                    .segment_keys()
+                let segments = log
+                    .segment_names()
                     .await
-                    .map_err(|e| unreadable(e.to_string()))?
-                    .len() as u64;
-                Ok((Arc::new(log), HashMap::new(), n))
+                    .map_err(|e| unreadable(e.to_string()))?;
+                // A wrong log= or prefix= reads as an empty log; say so
+                // rather than pass it as a log with nothing wrong in it.
+                if segments.is_empty() {
+                    return Err(unreadable(format!(
+                        "no log at {}: it holds no records (no segments under {}segments/)",
+                        log.key_dir(),
+                        log.key_dir()
+                    )));
+                }
+                // Object keys go in as paths: the classifier looks up the
+                // key of a record at `Location::Object { line: 1 }` here.
+                let starts: HashMap<PathBuf, u64> = segments
+                    .iter()
+                    .map(|s| (PathBuf::from(&s.key), s.first))
+                    .collect();
+                Ok((Arc::new(log), starts, segments.len() as u64))
             }
             #[allow(unreachable_patterns)]
             other => Err(VerifyError::Usage(format!(
@@ -194,11 +208,20 @@ impl Source {
                 root,
                 prefix,
                 log_id,
-            } => (
-                sink_object::Service::Fs { root: root.clone() },
-                prefix.clone(),
-                log_id.clone(),
-            ),
+            } => {
+                // OpenDAL's fs builder creates a missing root: look first, so
+                // that a mistyped path is an error and verify creates nothing.
+                match std::fs::metadata(root) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(format!("{} is not a directory", root.display())),
+                    Err(e) => return Err(format!("{}: {e}", root.display())),
+                }
+                (
+                    sink_object::Service::Fs { root: root.clone() },
+                    prefix.clone(),
+                    log_id.clone(),
+                )
+            }
             Source::S3 {
                 bucket,
                 prefix,

@@ -79,6 +79,12 @@ pub struct ObjectSinkConfig {
     pub op_timeout: Duration,
     /// Retries with exponential backoff for temporary errors (OpenDAL's retry layer).
     pub retries: usize,
+    /// On a store that does not enforce `If-None-Match` (Garage), how long a
+    /// writer's lease on the log lasts without renewal: a writer that died
+    /// without releasing it keeps others out this long. At least twice the
+    /// longest write (`op_timeout` times `retries + 1`, plus backoff) is used,
+    /// whatever is set here. See docs/OBJECT_STORAGE.md.
+    pub lease_ttl: Duration,
 }
 
 impl ObjectSinkConfig {
@@ -97,7 +103,16 @@ impl ObjectSinkConfig {
             min_segment_interval: Duration::ZERO,
             op_timeout: Duration::from_secs(10),
             retries: 4,
+            lease_ttl: Duration::from_secs(30),
         }
+    }
+
+    /// The longest one write can take: every attempt times out after
+    /// `op_timeout`, and the retry layer waits at most 2 s between attempts.
+    pub(crate) fn write_budget(&self) -> Duration {
+        let attempts = u32::try_from(self.retries.saturating_add(1)).unwrap_or(u32::MAX);
+        self.op_timeout.saturating_mul(attempts)
+            + Duration::from_secs(2).saturating_mul(attempts - 1)
     }
 
     /// How the service is named in errors: `s3 bucket b`, `fs /dir`, `memory`.

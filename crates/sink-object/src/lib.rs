@@ -17,10 +17,12 @@
 //! each append checks that the key is free and creates it with
 //! `If-None-Match`, and the second writer is refused. (A key holding the very
 //! records being written is the writer's own earlier write, which landed
-//! although it saw it fail: it is taken as written.) On a store that
-//! ignores `If-None-Match` (Garage), only the check guards the key, and two
-//! writes racing within the same moment can still both land; the verifier
-//! reports such a fork (docs/FORMAT.md).
+//! although it saw it fail: it is taken as written.) At start-up the sink
+//! probes whether the store really refuses a second create (Garage does
+//! not); where it does not, the sink writes only while it holds the log's
+//! lease (`<prefix>/<log id>/lease/<writer id>`), so a second writer is
+//! refused at start-up instead of overwriting acknowledged segments
+//! (docs/OBJECT_STORAGE.md).
 //!
 //! Services are Cargo features: `services-fs`, `services-s3` (S3 and
 //! S3-compatible stores such as Garage), `services-gcs`, `services-azblob`;
@@ -46,8 +48,9 @@ mod backend;
 mod config;
 #[cfg(feature = "testing")]
 pub mod garage;
+mod lease;
 mod reader;
 
 pub use backend::{ObjectSink, LOCK_FILE_NAME};
 pub use config::{ObjectSinkConfig, S3Options, Service};
-pub use reader::ObjectLog;
+pub use reader::{ObjectLog, SegmentKey};

@@ -7,11 +7,16 @@ use opendal::{ErrorKind, Operator};
 
 use crate::config::ObjectSinkConfig;
 
-/// A segment object: its key and the first sequence its name promises.
+/// A segment object: its key and the sequences its name promises.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SegmentKey {
+pub struct SegmentKey {
+    /// The object key.
     pub key: String,
+    /// The sequence its first record must have.
     pub first: u64,
+    /// The sequence its last record must have, for the `<first>-<last>.jsonl`
+    /// names of logs written before 2026-11-27; `None` for `<first>.jsonl`.
+    pub last: Option<u64>,
 }
 
 /// The key of the segment whose first record is `first`. Named by its first
@@ -23,16 +28,24 @@ pub(crate) fn segment_key(dir: &str, first: u64) -> String {
 
 /// The first sequence in a segment's name: `<first>.jsonl`, or
 /// `<first>-<last>.jsonl` as versions before 2026-11-27 named segments.
+#[cfg(test)]
 fn parse_segment(key: &str) -> Option<u64> {
+    parse_segment_range(key).map(|(first, _)| first)
+}
+
+/// The sequences a segment's name promises: its first, and for the old
+/// `<first>-<last>.jsonl` form its last.
+fn parse_segment_range(key: &str) -> Option<(u64, Option<u64>)> {
     let name = key.rsplit('/').next()?.strip_suffix(".jsonl")?;
     let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
-    let first = match name.split_once('-') {
-        Some((first, last)) if digits(first) && digits(last) => first,
-        Some(_) => return None,
-        None if digits(name) => name,
-        None => return None,
-    };
-    first.parse().ok()
+    match name.split_once('-') {
+        Some((first, last)) if digits(first) && digits(last) => {
+            Some((first.parse().ok()?, Some(last.parse().ok()?)))
+        }
+        Some(_) => None,
+        None if digits(name) => Some((name.parse().ok()?, None)),
+        None => None,
+    }
 }
 
 /// A log in object storage, opened for reading (verification, backfill).
@@ -52,6 +65,28 @@ impl ObjectLog {
             op: config.operator()?,
             dir: config.log_dir(),
             describe: config.describe(),
+        })
+    }
+
+    /// The key directory of this log, `<prefix>/<log id>/`: everything the
+    /// log holds is under it.
+    pub fn key_dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// `key` as a segment of this log: directly under its `segments/`, with
+    /// a segment's name. Anything else (another log's key, a nested key, a
+    /// name a hand-written `HEAD` made up) is `None`.
+    pub(crate) fn segment_of_this_log(&self, key: &str) -> Option<SegmentKey> {
+        let name = key.strip_prefix(&self.dir)?.strip_prefix("segments/")?;
+        if name.contains('/') {
+            return None;
+        }
+        let (first, last) = parse_segment_range(key)?;
+        Some(SegmentKey {
+            key: key.to_string(),
+            first,
+            last,
         })
     }
 
@@ -76,11 +111,7 @@ impl ObjectLog {
         };
         let mut out: Vec<SegmentKey> = entries
             .into_iter()
-            .filter_map(|e| {
-                let key = e.path().to_string();
-                let first = parse_segment(&key)?;
-                Some(SegmentKey { key, first })
-            })
+            .filter_map(|e| self.segment_of_this_log(e.path()))
             .filter(|s| after.is_none_or(|a| s.key.as_str() > a))
             .collect();
         out.sort_by(|a, b| (a.first, &a.key).cmp(&(b.first, &b.key)));
@@ -113,6 +144,12 @@ impl ObjectLog {
             .map(|e| e.name().trim_end_matches('/').to_string())
             .filter(|n| !n.is_empty())
             .collect())
+    }
+
+    /// Every segment object, in chain order, with the sequences its name
+    /// promises (the verifier checks them against the records).
+    pub async fn segment_names(&self) -> Result<Vec<SegmentKey>, SinkError> {
+        self.segments(None).await
     }
 
     /// Every segment object's key, in chain order.

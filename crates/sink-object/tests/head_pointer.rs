@@ -112,3 +112,72 @@ async fn a_log_with_segments_named_by_their_range_is_resumed_under_the_new_names
         assert_eq!(first.seq(), from);
     }
 }
+
+/// Writes `recs` as the segment object `name` in the fs log's `segments/`,
+/// and a `HEAD` naming it with `claimed`'s sequence and hash.
+fn plant(
+    root: &std::path::Path,
+    name: &str,
+    recs: &[audit_core::Record],
+    claimed: &audit_core::Record,
+) {
+    let dir = root.join("audit/log");
+    let lines: Vec<u8> = recs.iter().flat_map(|r| r.line().to_vec()).collect();
+    std::fs::write(dir.join("segments").join(name), lines).expect("plant segment");
+    let pointer = serde_json::json!({
+        "key": format!("audit/log/segments/{name}"),
+        "seq": claimed.seq(),
+        "hash": claimed.hash(),
+    });
+    std::fs::write(dir.join("HEAD"), pointer.to_string()).expect("plant HEAD");
+}
+
+/// A hand-written `HEAD` naming an object that is not a segment (it sorts
+/// after every segment, so a listing from it shows nothing newer) and holds
+/// an old record: the writer must not resume from that record, which would
+/// hand out sequences 4.. a second time.
+#[tokio::test]
+async fn a_head_naming_a_non_segment_with_an_old_record_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 10);
+    {
+        let sink = ObjectSink::open(fs_config(dir.path())).await.expect("open");
+        for chunk in recs.chunks(5) {
+            let batch = RecordBatch::new(chunk.to_vec()).expect("contiguous");
+            sink.append(&batch).await.expect("append");
+        }
+    }
+    plant(dir.path(), "zzz.jsonl", &recs[..3], &recs[2]);
+    let sink = ObjectSink::open(fs_config(dir.path()))
+        .await
+        .expect("reopen");
+    assert_eq!(sink.head().await.expect("head"), Some(recs[9].head()));
+}
+
+/// An object with a segment's name that sorts last but holds older records
+/// (planted, or renamed) is the last segment by listing as well: the writer
+/// refuses to append after it rather than reuse sequences 4..10.
+#[tokio::test]
+async fn a_last_segment_ending_before_its_name_starts_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs = sample_records(None, 10);
+    {
+        let sink = ObjectSink::open(fs_config(dir.path())).await.expect("open");
+        let batch = RecordBatch::new(recs.clone()).expect("contiguous");
+        sink.append(&batch).await.expect("append");
+    }
+    plant(
+        dir.path(),
+        "00000000000000000500.jsonl",
+        &recs[..3],
+        &recs[2],
+    );
+    let err = ObjectSink::open(fs_config(dir.path()))
+        .await
+        .expect_err("a segment that ends before its name starts");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("named for sequence 500") && msg.contains("00000000000000000500.jsonl"),
+        "{msg}"
+    );
+}
