@@ -1302,7 +1302,7 @@ fn profile_verify_parts() {
 }
 
 const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FILE]
-       audit-bench --file-only [PRODUCERS]
+       audit-bench --file-only [PRODUCERS] [--sign]
        audit-bench --together-only
        audit-bench --model one-batch|zeroed|sink-pull|sink-pull-zeroed
        audit-bench --profile-verify
@@ -1319,6 +1319,9 @@ const GROUPS: [&str; 6] = ["codec", "floor", "appends", "object", "sqlite", "big
 struct Args {
     profile_verify: bool,
     file_only: Option<usize>,
+    /// `--file-only` with a signing key: checkpoints every 1,000 records and
+    /// a seal ending every batch.
+    sign: bool,
     together_only: bool,
     model: Option<(ModelPlumbing, bool)>,
     quick: bool,
@@ -1340,6 +1343,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--profile-verify" => args.profile_verify = true,
             "--quick" => args.quick = true,
             "--file-only" => args.file_only = Some(64),
+            "--sign" => args.sign = true,
             "--together-only" => args.together_only = true,
             "--model" => {
                 args.model = Some(match value("--model", &mut it)?.as_str() {
@@ -1425,8 +1429,15 @@ fn main() {
         // A single row, for profiling the write path.
         rt.block_on(async {
             let dir = tempfile::tempdir_in(&base).expect("tempdir");
+            let checkpoints = args.sign.then(|| {
+                let key = audit_core::checkpoint::KeyPair::generate("bench").expect("key");
+                audit_core::CheckpointConfig::new(Arc::new(key), "bench/log")
+            });
             let r = measure_now(
-                WriterConfig::default(),
+                WriterConfig {
+                    checkpoints,
+                    ..WriterConfig::default()
+                },
                 vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
                 producers,
                 Duration::from_secs(3),

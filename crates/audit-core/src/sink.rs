@@ -20,6 +20,9 @@ pub struct SinkCapabilities {
     pub indexed_query: bool,
     /// Stored records survive the process (false for the memory backend).
     pub persistent: bool,
+    /// The backend can cut its stored tail after a record
+    /// ([`Sink::cut_after`]), as a file sink does with a torn write.
+    pub cut_tail: bool,
 }
 
 impl SinkCapabilities {
@@ -198,6 +201,14 @@ pub enum SinkError {
         /// The holder's pid, when it recorded one.
         holder: Option<u32>,
     },
+    /// The backend does not support this operation.
+    #[error("sink {sink}: {op} is not supported by this backend")]
+    Unsupported {
+        /// The sink.
+        sink: String,
+        /// The operation.
+        op: &'static str,
+    },
     /// A failure injected by a test.
     #[error("sink {sink}: injected fault: {detail}")]
     Injected {
@@ -324,6 +335,25 @@ pub trait Sink: RecordReader {
 
     /// Writes `batch` durably.
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError>;
+
+    /// Removes every stored record after record `seq`, keeping what it
+    /// removes aside for inspection, so the head becomes record `seq`.
+    ///
+    /// # Behavior
+    /// - Start-up calls it, before anything is written, for a tail that no
+    ///   seal of this log's key covers: records that were never acknowledged
+    ///   (a crash between a non-atomic write and its seal) or were planted.
+    /// - Only a backend whose batch write is not atomic can hold such a tail
+    ///   after a crash; one that cannot cut returns
+    ///   [`SinkError::Unsupported`] (the default) and start-up refuses instead.
+    /// - Fails, removing nothing, if record `seq` is not stored.
+    async fn cut_after(&self, seq: u64) -> Result<(), SinkError> {
+        let _ = seq;
+        Err(SinkError::Unsupported {
+            sink: self.name().to_string(),
+            op: "cutting the stored tail",
+        })
+    }
 }
 
 pub use crate::index_columns::{index_values, IndexValues};

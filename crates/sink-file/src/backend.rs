@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use audit_core::worker::SinkThread;
 use audit_core::{
-    ChainHead, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities, SinkError,
+    ChainHead, Location, RecordBatch, RecordCursor, RecordReader, Sink, SinkCapabilities,
+    SinkError, StoredRecord,
 };
 
 use crate::config::FileSinkConfig;
@@ -67,6 +68,7 @@ impl Sink for FileSink {
         let mut c = SinkCapabilities::persistent(true);
         c.rotation = true;
         c.conditional_create = true;
+        c.cut_tail = true;
         c
     }
 
@@ -77,5 +79,44 @@ impl Sink for FileSink {
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
         let batch = batch.clone();
         self.writer.call(move |w| w.append(&batch)).await
+    }
+
+    /// Moves the lines after record `seq` aside, as a torn tail is: a batch
+    /// is one `write`, which a crash can leave on disk without its seal.
+    async fn cut_after(&self, seq: u64) -> Result<(), SinkError> {
+        match self.head().await? {
+            Some(h) if h.seq == seq => return Ok(()),
+            Some(h) if h.seq > seq => {}
+            head => {
+                return Err(SinkError::Backend {
+                    sink: self.name.clone(),
+                    detail: format!(
+                        "cannot cut after record {seq}: the head is {:?}",
+                        head.map(|h| h.seq)
+                    ),
+                })
+            }
+        }
+        // The reader finds where record seq + 1 starts; the writer thread
+        // checks that location again before it cuts.
+        let mut cursor = self.reader.read_from(seq + 1).await?;
+        let item = cursor
+            .next_batch(1)
+            .await?
+            .and_then(|v| v.into_iter().next());
+        let Some(StoredRecord {
+            location: Location::Line { path, offset, .. },
+            ..
+        }) = item
+        else {
+            return Err(SinkError::Backend {
+                sink: self.name.clone(),
+                detail: format!("cannot find the line of record {} to cut from", seq + 1),
+            });
+        };
+        let path = path.to_path_buf();
+        self.writer
+            .call(move |w| w.cut_at(seq, &path, offset))
+            .await
     }
 }

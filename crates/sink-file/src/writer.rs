@@ -286,6 +286,120 @@ impl SegmentWriter {
         }))
     }
 
+    /// Cuts the log after record `seq`, whose successor's line starts at byte
+    /// `offset` of segment `path` (as the reader located it): the bytes from
+    /// there to the end of that segment, and every later segment, are moved
+    /// aside as `<segment>.unsealed-<time>` files, as a torn tail is
+    /// quarantined, and the head is read again. Checks first that the line
+    /// at `offset` is record `seq + 1` and starts a line, so a stale location
+    /// cuts nothing.
+    pub(crate) fn cut_at(&mut self, seq: u64, path: &Path, offset: u64) -> Result<(), SinkError> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let dir = self.cfg.dir.clone();
+        let segments = list_segments(&dir).map_err(|e| self.io("list", &dir, e))?;
+        let Some(at) = segments.iter().position(|s| s.path == path) else {
+            return Err(self.corrupt_at(path, offset, "the segment to cut is not in the log"));
+        };
+        let mut file = open_segment(path, true).map_err(|e| self.io("open", path, e))?;
+        let end = data_end(&mut file).map_err(|e| self.io("read tail", path, e))?;
+        if offset >= end {
+            return Err(self.corrupt_at(path, offset, "the cut lies past the segment's data"));
+        }
+        // The cut must start a line, and that line must be record seq + 1.
+        if offset > 0 {
+            let mut before = [0u8; 1];
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(&mut before, offset - 1)
+                .map_err(|e| self.io("read", path, e))?;
+            if before[0] != b'\n' {
+                return Err(self.corrupt_at(path, offset, "the cut does not start a line"));
+            }
+        }
+        let mut line = Vec::new();
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io("seek", path, e))?;
+        (&mut file)
+            .take((self.cfg.max_record_bytes as u64 + 1).min(end - offset))
+            .read_to_end(&mut line)
+            .map_err(|e| self.io("read", path, e))?;
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        match audit_core::record::parse_chain_suffix(line) {
+            Ok((s, ..)) if s == seq + 1 => {}
+            _ => {
+                return Err(self.corrupt_at(
+                    path,
+                    offset,
+                    &format!("the line to cut from is not record {}", seq + 1),
+                ))
+            }
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+        let aside = |p: &Path| {
+            p.with_file_name(format!(
+                "{}.unsealed-{stamp}",
+                p.file_name().and_then(|n| n.to_str()).unwrap_or("segment")
+            ))
+        };
+        // Copy the cut bytes aside durably before removing anything, so a
+        // crash in between leaves them in the log, to be cut again.
+        let qpath = aside(path);
+        let mut q = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&qpath)
+            .map_err(|e| self.io("create quarantine file", &qpath, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.io("seek", path, e))?;
+        io::copy(&mut (&mut file).take(end - offset), &mut q)
+            .and_then(|_| q.sync_all())
+            .map_err(|e| self.io("write quarantine file", &qpath, e))?;
+        // The active segment's handle may be one of the files below.
+        self.active = None;
+        for later in &segments[at + 1..] {
+            let to = aside(&later.path);
+            fs::rename(&later.path, &to)
+                .map_err(|e| self.io("move segment aside", &later.path, e))?;
+        }
+        file.set_len(offset)
+            .and_then(|_| file.sync_data())
+            .map_err(|e| self.io("truncate unsealed tail", path, e))?;
+        sync_dir(&dir).map_err(|e| self.io("fsync directory", &dir, e))?;
+        tracing::warn!(
+            sink = %self.cfg.name,
+            segment = %path.display(),
+            offset,
+            from = seq + 1,
+            later_segments = segments.len() - at - 1,
+            quarantine = %qpath.display(),
+            "records after the last seal moved to quarantine; log cut back to record {seq}"
+        );
+        self.load()?;
+        if self.head.map(|h| h.seq) != Some(seq) {
+            return Err(self.corrupt_at(
+                path,
+                offset,
+                &format!(
+                    "after the cut the head is {:?}, not record {seq}",
+                    self.head.map(|h| h.seq)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn corrupt_at(&self, path: &Path, offset: u64, detail: &str) -> SinkError {
+        SinkError::Corrupt {
+            sink: self.cfg.name.clone(),
+            location: Location::Line {
+                path: std::sync::Arc::from(path),
+                line: 0,
+                offset,
+            },
+            detail: detail.to_string(),
+        }
+    }
+
     /// Cuts the active segment's preallocated zeros off, so that a segment
     /// that is no longer written ends with its last record.
     fn trim_active(&mut self) -> Result<(), SinkError> {

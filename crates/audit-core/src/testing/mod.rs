@@ -444,6 +444,11 @@ impl Sink for FaultySink {
         self.inner.head().await
     }
 
+    async fn cut_after(&self, seq: u64) -> Result<(), SinkError> {
+        self.down()?;
+        self.inner.cut_after(seq).await
+    }
+
     async fn append(&self, batch: &RecordBatch) -> Result<(), SinkError> {
         self.starts
             .lock()

@@ -34,7 +34,7 @@ pub use health::{HealthSnapshot, HealthState, SinkHealth};
 pub use retention::SpoolConfig;
 
 use crate::chain::{encode_entry_body_checked, encode_marker_body, PreparedBody, Sequencer};
-use crate::checkpoint::{rotation_body, Checkpoint, KeyPair};
+use crate::checkpoint::{rotation_body, Checkpoint, KeyPair, Seal};
 use crate::entry::AuditEntry;
 use crate::entry_json::EncodeError;
 use crate::record::{ChainHead, Hash32, Record};
@@ -201,6 +201,27 @@ impl Default for WriterConfig {
 }
 
 impl WriterConfig {
+    /// The most records a writer with this configuration and `sinks` sinks
+    /// puts between two consecutive `seal` records: the stretch a seal note
+    /// announces (docs/FORMAT.md section 9).
+    ///
+    /// A batch holds at most `batch_max_records` entries, at most
+    /// [`markers_per_batch`](Self::markers_per_batch) `sink_gap` or
+    /// `sink_rejoined` markers (more wait for the next batch), at most one
+    /// `key_rotation` and at most one `checkpoint`, and then its seal; nothing
+    /// else chains records. So the bound is
+    /// `batch_max_records + 2 × sinks + 2`.
+    pub fn max_stretch(&self, sinks: usize) -> u64 {
+        self.batch_max_records as u64 + Self::markers_per_batch(sinks) as u64 + 2
+    }
+
+    /// The most markers one batch takes: a sink can be dropped and rejoin
+    /// while one batch is in flight, so two per sink is what a batch normally
+    /// needs; a longer backlog goes into the batches after it.
+    pub fn markers_per_batch(sinks: usize) -> usize {
+        2 * sinks.max(1)
+    }
+
     /// The durability an entry gets from its decision.
     pub fn durability_for(&self, entry: &AuditEntry) -> Durability {
         self.durability_by_decision
@@ -231,8 +252,12 @@ pub struct CheckpointConfig {
     /// The newest checkpoint goes to the witness at most this often (and
     /// always at clean shutdown).
     pub witness_interval: Duration,
-    /// The key being replaced: at start-up the writer chains a `key_rotation`
-    /// record, signed by this key, that announces `key`.
+    /// The key being replaced. At start-up, if the log's last seal (or, in a
+    /// log without seals, its last checkpoint) is signed by this key, the
+    /// writer chains a `key_rotation` record announcing `key`, signed by this
+    /// key and cosigned by `key`; once the log is signed by `key`, a restart
+    /// with this still set rotates nothing. Seals signed by this key are also
+    /// accepted when start-up authenticates the sinks' tails.
     pub previous_key: Option<Arc<KeyPair>>,
 }
 
@@ -365,6 +390,20 @@ pub enum OpenError {
         /// What went wrong.
         detail: String,
     },
+    /// A sink holds records after the last seal by this log's key (current or
+    /// previous) that it cannot cut and no other sink's seal covers: records
+    /// this writer never acknowledged, possibly planted.
+    #[error("sink {sink}: records {from}..{to} are not sealed by this log's key; refusing to adopt them{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Unsealed {
+        /// The sink.
+        sink: String,
+        /// The first unsealed record.
+        from: u64,
+        /// The last one (the sink's head).
+        to: u64,
+        /// Why cutting them was not an option, if it was tried.
+        detail: Option<String>,
+    },
 }
 
 enum Msg {
@@ -415,6 +454,7 @@ impl AuditLog {
         let start = startup::prepare(&config, &sinks).await?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let n_sinks = sinks.len();
         let slots: Vec<Slot> = sinks
             .into_iter()
             .zip(start.sink_states)
@@ -463,10 +503,9 @@ impl AuditLog {
             since_checkpoint: u64::from(start.head.is_some()),
             last_checkpoint: Instant::now(),
             checkpoint_due: false,
-            rotation_pending: config
-                .checkpoints
-                .as_ref()
-                .is_some_and(|c| c.previous_key.is_some()),
+            rotation_pending: start.rotate,
+            max_stretch: config.max_stretch(n_sinks),
+            markers_per_batch: WriterConfig::markers_per_batch(n_sinks),
             final_checkpoint_written: false,
             witness_writes: Vec::new(),
             witness_pending: None,
@@ -640,6 +679,8 @@ struct InFlight {
     prev_head: Option<ChainHead>,
     /// Checkpoint notes sealed in this batch, for the witness once it is kept.
     witness_notes: Vec<(u64, String)>,
+    /// The batch holds the key rotation, which a rollback must redo.
+    rotated: bool,
     marker_bodies: Vec<Vec<u8>>,
     started: Instant,
     outcomes: Vec<Outcome>,
@@ -739,6 +780,10 @@ struct Driver {
     last_checkpoint: Instant,
     checkpoint_due: bool,
     rotation_pending: bool,
+    /// The stretch every seal note announces ([`WriterConfig::max_stretch`]).
+    max_stretch: u64,
+    /// The most markers one batch takes, which `max_stretch` counts on.
+    markers_per_batch: usize,
     final_checkpoint_written: bool,
     witness_writes: Vec<JoinHandle<()>>,
     witness_pending: Option<(u64, String)>,
@@ -882,7 +927,9 @@ impl Driver {
 
     async fn start_batch(&mut self, pendings: Vec<Pending>) {
         let prev_head = self.seq.head();
-        let marker_bodies = std::mem::take(&mut self.markers);
+        // A bounded number of markers, so max_stretch holds; the rest wait.
+        let take = self.markers.len().min(self.markers_per_batch);
+        let marker_bodies: Vec<Vec<u8>> = self.markers.drain(..take).collect();
         let first = self.seq.next_seq();
         for body in &marker_bodies {
             let r = self.seq.seal(body);
@@ -942,11 +989,15 @@ impl Driver {
             }
         }
         self.since_checkpoint += (waiters.len() + marker_bodies.len()) as u64;
+        let rotation_was_pending = self.rotation_pending;
         let witness_notes = self.seal_signatures();
-        let last = self.seq.next_seq() - 1;
-        if last < first {
+        let rotated = rotation_was_pending && !self.rotation_pending;
+        if self.seq.next_seq() == first {
             return;
         }
+        // Last, so it covers everything this batch chained.
+        self.seal_batch();
+        let last = self.seq.next_seq() - 1;
         self.last_batch_entries = waiters.len();
         let now = Instant::now();
         let outcomes = self
@@ -979,6 +1030,7 @@ impl Driver {
             last,
             prev_head,
             witness_notes,
+            rotated,
             marker_bodies,
             started: now,
             outcomes,
@@ -1021,7 +1073,11 @@ impl Driver {
                     timestamp: chrono::Utc::now(),
                     log_id: &cp.log_id,
                     new_key: new.to_vkey(),
-                    note: old.sign_note(&rotation_body(&cp.log_id, &new)),
+                    // Signed by both keys: the retired one vouches for its
+                    // successor, and the successor proves it holds its key.
+                    note: cp
+                        .key
+                        .cosign(&old.sign_note(&rotation_body(&cp.log_id, &new))),
                 };
                 let mut buf = Vec::new();
                 if encode_marker_body("key_rotation", &body, &mut buf).is_ok() {
@@ -1077,6 +1133,48 @@ impl Driver {
         self.last_checkpoint = Instant::now();
         self.checkpoint_due = false;
         notes
+    }
+
+    /// Ends the batch with its `seal` record: the writer's signature over the
+    /// batch's last record, so that at start-up it can tell its own records
+    /// from records written into a sink's storage by someone else. Chained
+    /// in the same batch, it is durable exactly when the batch is, before any
+    /// of the batch's receipts.
+    fn seal_batch(&mut self) {
+        let Some(cp) = &self.config.checkpoints else {
+            return;
+        };
+        let Some(head) = self.seq.head() else {
+            return;
+        };
+        let seal = Seal {
+            log_id: cp.log_id.clone(),
+            seq: head.seq,
+            head: head.hash,
+            max_stretch: self.max_stretch,
+        };
+        let note = cp.key.sign_note(&seal.body());
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            sealed_seq: u64,
+            note: &'a str,
+        }
+        let mut buf = Vec::with_capacity(note.len() + 300);
+        match encode_marker_body(
+            "seal",
+            &Fields {
+                sealed_seq: head.seq,
+                note: &note,
+            },
+            &mut buf,
+        ) {
+            Ok(()) => {
+                let r = self.seq.seal_owned(buf);
+                self.retention.push(r);
+            }
+            // Two integers and a string: serde_json cannot fail on them.
+            Err(e) => tracing::error!(error = %e, "cannot encode a seal"),
+        }
     }
 
     /// Queues the newest kept checkpoint for the witness and publishes it at
@@ -1525,9 +1623,12 @@ impl Driver {
         if kept {
             self.publish_witness(&f.witness_notes);
         } else {
-            // A rolled-back checkpoint must be made again.
+            // A rolled-back checkpoint or rotation must be made again.
             if !f.witness_notes.is_empty() {
                 self.checkpoint_due = true;
+            }
+            if f.rotated {
+                self.rotation_pending = true;
             }
             self.seq = Sequencer::resume(f.prev_head);
             self.retention

@@ -1,14 +1,18 @@
-//! Start-up: read every head, refuse forks, backfill sinks that are behind.
+//! Start-up: read every head, authenticate every tail against the log's
+//! seals, refuse forks, backfill sinks that are behind.
 
 use std::time::Duration;
 
-use super::{OpenError, Role, SinkSpec, SinkStart, WriterConfig};
-use crate::record::{ChainHead, Record};
+use super::{CheckpointConfig, OpenError, Role, SinkSpec, SinkStart, WriterConfig};
+use crate::checkpoint::{verify_checkpoint, verify_rotation, verify_seal, PublicKey};
+use crate::record::{ChainHead, PrevHash, Record};
 use crate::sink::{RecordBatch, Sink, SinkError};
 
 pub(super) struct Start {
     pub head: Option<ChainHead>,
     pub sink_states: Vec<SinkStart>,
+    /// The log is still signed by the previous key: chain a key rotation.
+    pub rotate: bool,
 }
 
 async fn with_timeout<T>(
@@ -29,6 +33,12 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
     let mut heads: Vec<Result<Option<ChainHead>, SinkError>> = Vec::with_capacity(sinks.len());
     for spec in sinks {
         heads.push(with_timeout(spec.sink.as_ref(), spec.timeout, spec.sink.head()).await);
+    }
+    // With a key, no head is trusted (adopted, copied, signed over) before the
+    // records after its last seal are authenticated or cut.
+    let mut signers: Vec<Option<PublicKey>> = vec![None; sinks.len()];
+    if let Some(cp) = &config.checkpoints {
+        signers = authenticate_all(config, cp, sinks, &mut heads).await?;
     }
     let mut states: Vec<SinkStart> = Vec::with_capacity(sinks.len());
     for (spec, head) in sinks.iter().zip(&mut heads) {
@@ -65,6 +75,13 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
         Err(_) => None,
     };
     let leader_sink = sinks[leader].sink.as_ref();
+    // Rotate only while the log is still signed by the key being retired: a
+    // restart after the rotation finds the new key's seals and rotates nothing.
+    let rotate = config
+        .checkpoints
+        .as_ref()
+        .and_then(|cp| cp.previous_key.as_ref())
+        .is_some_and(|old| signers[leader].as_ref() == Some(&old.public()));
     // Fork check: every other sink's head must be a record of the leader's chain.
     for (i, spec) in sinks.iter().enumerate() {
         if i == leader || states[i].failed.is_some() {
@@ -96,10 +113,11 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
             source = leader_sink.name(),
             "backfilling sink"
         );
+        let after = heads[i].as_ref().ok().copied().flatten();
         let copied = backfill(
             leader_sink,
             spec.sink.as_ref(),
-            from,
+            after,
             Some(leader_seq),
             config.batch_max_records.max(1024),
         )
@@ -128,7 +146,296 @@ pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result
     Ok(Start {
         head: leader_head,
         sink_states: states,
+        rotate,
     })
+}
+
+/// What the scan of one sink's chain found.
+struct Scanned {
+    /// The sink's head when it was read.
+    head: ChainHead,
+    /// The last record that is a valid seal of this log, and its signer.
+    last_seal: Option<(ChainHead, PublicKey)>,
+    /// The first `seal` record after `last_seal` that is not valid.
+    bad_seal_after: Option<u64>,
+    /// Some `seal` record is stored at all.
+    any_seal: bool,
+    /// In a log without seals, who signed the last valid checkpoint (or the
+    /// key the last valid rotation announced): the key it is signed by.
+    /// With seals, the last seal's signer says that.
+    unsealed_signer: Option<PublicKey>,
+}
+
+/// Authenticates every available sink's tail (docs/FORMAT.md section 9): the
+/// records after a sink's last valid seal must be covered by another sink's
+/// seal, or be cut; a sink that cannot cut them refuses start-up. Updates
+/// `heads` after cuts and returns, per sink, the key its log is signed by.
+async fn authenticate_all(
+    config: &WriterConfig,
+    cp: &CheckpointConfig,
+    sinks: &[SinkSpec],
+    heads: &mut [Result<Option<ChainHead>, SinkError>],
+) -> Result<Vec<Option<PublicKey>>, OpenError> {
+    let mut keys = vec![cp.key.public()];
+    if let Some(old) = &cp.previous_key {
+        keys.push(old.public());
+    }
+    let max_stretch = config.max_stretch(sinks.len());
+    let mut scans: Vec<Option<Scanned>> = Vec::with_capacity(sinks.len());
+    for (spec, head) in sinks.iter().zip(heads.iter_mut()) {
+        let Ok(Some(h)) = *head else {
+            scans.push(None);
+            continue;
+        };
+        let sink = spec.sink.as_ref();
+        // No timeout, as for the backfill: a log from before seals is read
+        // whole once, and that may take longer than one batch may.
+        match scan(sink, h, &keys, &cp.log_id, max_stretch).await {
+            Ok(found) => scans.push(Some(found)),
+            Err(e) if spec.role == Role::Required => return Err(e),
+            Err(e) => {
+                // As if it had not answered: it stays out until it rejoins.
+                *head = Err(SinkError::Backend {
+                    sink: sink.name().to_string(),
+                    detail: format!("cannot authenticate its records: {e}"),
+                });
+                scans.push(None);
+            }
+        }
+    }
+    let mut signers = vec![None; sinks.len()];
+    for i in 0..sinks.len() {
+        let Some(found) = &scans[i] else { continue };
+        signers[i] = match &found.last_seal {
+            Some((_, key)) => Some(key.clone()),
+            None => found.unsealed_signer.clone(),
+        };
+        let head = found.head;
+        let sealed = found.last_seal.as_ref().map(|(h, _)| *h);
+        if sealed.is_some_and(|s| s.seq == head.seq) {
+            continue;
+        }
+        if sealed.is_none() && !found.any_seal {
+            // A log from before seals (or a writer without a key): nothing
+            // to authenticate against; adopted as it is.
+            tracing::warn!(
+                sink = sinks[i].sink.name(),
+                head = head.seq,
+                "sink holds no seal at all; adopting its records unauthenticated"
+            );
+            continue;
+        }
+        let from = sealed.map_or(1, |s| s.seq + 1);
+        // Another sink's seal covers this head if that sink's sealed chain
+        // holds the very same record: catch-up and backfill copy records in
+        // chunks that need not end at a seal.
+        let mut covered = false;
+        for (j, other) in scans.iter().enumerate() {
+            let Some((their_seal, _)) = other.as_ref().and_then(|o| o.last_seal.as_ref()) else {
+                continue;
+            };
+            if j == i || their_seal.seq < head.seq {
+                continue;
+            }
+            if record_at(sinks[j].sink.as_ref(), head.seq)
+                .await
+                .is_ok_and(|r| r.head() == head)
+            {
+                covered = true;
+                break;
+            }
+        }
+        if covered {
+            continue;
+        }
+        let sink = sinks[i].sink.as_ref();
+        let unsealed = |detail: Option<String>| OpenError::Unsealed {
+            sink: sink.name().to_string(),
+            from,
+            to: head.seq,
+            detail,
+        };
+        if let Some(bad) = found.bad_seal_after {
+            // A crash leaves entries without their seal, never a seal that
+            // does not verify: this was written by someone else.
+            return Err(unsealed(Some(format!(
+                "record {bad} is a seal that does not verify with this log's keys"
+            ))));
+        }
+        let Some(sealed) = sealed else {
+            return Err(unsealed(Some("no seal in the log verifies".into())));
+        };
+        if !sink.capabilities().cut_tail {
+            return Err(unsealed(Some(
+                "the sink cannot cut them; remove them by hand after inspecting them".into(),
+            )));
+        }
+        tracing::warn!(
+            sink = sink.name(),
+            from,
+            to = head.seq,
+            "records after the last seal were never acknowledged; cutting them"
+        );
+        sink.cut_after(sealed.seq)
+            .await
+            .map_err(|e| unsealed(Some(format!("cutting them failed: {e}"))))?;
+        let now = with_timeout(sink, sinks[i].timeout, sink.head())
+            .await
+            .map_err(OpenError::Sink)?;
+        if now != Some(sealed) {
+            return Err(unsealed(Some(format!(
+                "after cutting, its head is {:?}, not record {}",
+                now.map(|h| h.seq),
+                sealed.seq
+            ))));
+        }
+        heads[i] = Ok(now);
+    }
+    Ok(signers)
+}
+
+/// Reads the end of a sink's chain and finds its last valid seal. Seals come
+/// at least every `max_stretch` records, so the last `max_stretch + 2`
+/// records hold one (and the record it signs) unless the tail is longer than
+/// a writer with this configuration leaves; then, and for a log without
+/// seals, the whole chain is read.
+async fn scan(
+    sink: &dyn Sink,
+    head: ChainHead,
+    keys: &[PublicKey],
+    log_id: &str,
+    max_stretch: u64,
+) -> Result<Scanned, OpenError> {
+    let window = head.seq.saturating_sub(max_stretch + 1).max(1);
+    let mut found = scan_from(sink, head, window, keys, log_id).await?;
+    if found.last_seal.is_none() && window > 1 {
+        found = scan_from(sink, head, 1, keys, log_id).await?;
+    }
+    Ok(found)
+}
+
+async fn scan_from(
+    sink: &dyn Sink,
+    head: ChainHead,
+    from: u64,
+    keys: &[PublicKey],
+    log_id: &str,
+) -> Result<Scanned, OpenError> {
+    let bad = |detail: String| OpenError::Backfill {
+        sink: sink.name().to_string(),
+        detail,
+    };
+    let mut found = Scanned {
+        head,
+        last_seal: None,
+        bad_seal_after: None,
+        any_seal: false,
+        unsealed_signer: None,
+    };
+    let mut prev: Option<Record> = None;
+    let mut cursor = sink.read_from(from).await.map_err(OpenError::Sink)?;
+    'read: while let Some(items) = cursor.next_batch(4096).await.map_err(OpenError::Sink)? {
+        for item in items {
+            // Hash-checked: the hashes the seals sign are the recomputed ones.
+            let rec = Record::from_text(&item.text)
+                .map_err(|e| bad(format!("at {}: {e}", item.location)))?;
+            let expected = prev.as_ref().map_or(from, |p| p.seq() + 1);
+            if rec.seq() != expected
+                || prev
+                    .as_ref()
+                    .is_some_and(|p| rec.prev() != PrevHash::Hash(p.hash()))
+            {
+                return Err(bad(format!(
+                    "at {}: record {} does not continue record {}",
+                    item.location,
+                    rec.seq(),
+                    expected - 1
+                )));
+            }
+            if let Some(p) = &prev {
+                note_signature(&mut found, p, &rec, keys, log_id);
+            } else if rec.text().starts_with(SEAL_PREFIX) {
+                found.any_seal = true;
+            }
+            let at_head = rec.seq() >= head.seq;
+            prev = Some(rec);
+            if at_head {
+                break 'read;
+            }
+        }
+    }
+    match prev {
+        Some(p) if p.head() == head => Ok(found),
+        other => Err(bad(format!(
+            "its head is record {}, but reading it back ended at {:?}",
+            head.seq,
+            other.map(|p| p.seq())
+        ))),
+    }
+}
+
+const SEAL_PREFIX: &[u8] = b"{\"record_type\":\"seal\"";
+
+/// Updates `found` with `rec`, whose predecessor is `prev`, if it is a seal,
+/// a checkpoint or a key rotation.
+fn note_signature(
+    found: &mut Scanned,
+    prev: &Record,
+    rec: &Record,
+    keys: &[PublicKey],
+    log_id: &str,
+) {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        sealed_seq: Option<u64>,
+        checkpoint_seq: Option<u64>,
+        note: Option<String>,
+    }
+    let text = rec.text();
+    let is_seal = text.starts_with(SEAL_PREFIX);
+    let is_checkpoint = text.starts_with(b"{\"record_type\":\"checkpoint\"");
+    let is_rotation = text.starts_with(b"{\"record_type\":\"key_rotation\"");
+    if !(is_seal || is_checkpoint || is_rotation) {
+        return;
+    }
+    let fields: Option<Fields> = serde_json::from_slice(text).ok();
+    let note = fields.as_ref().and_then(|f| f.note.as_deref());
+    // What the record must sign: the record right before it.
+    let signs_prev =
+        |seq: u64, hash| seq == prev.seq() && hash == prev.hash() && rec.seq() == prev.seq() + 1;
+    if is_seal {
+        found.any_seal = true;
+        let valid = note
+            .and_then(|n| verify_seal(n, keys).ok())
+            .filter(|(seal, _)| {
+                seal.log_id == log_id
+                    && fields.as_ref().and_then(|f| f.sealed_seq) == Some(seal.seq)
+                    && signs_prev(seal.seq, seal.head)
+            });
+        match valid {
+            Some((_, key)) => {
+                found.last_seal = Some((rec.head(), key));
+                found.bad_seal_after = None;
+            }
+            None => {
+                found.bad_seal_after.get_or_insert(rec.seq());
+            }
+        }
+    } else if is_checkpoint {
+        if let Some((c, key)) = note.and_then(|n| verify_checkpoint(n, keys).ok()) {
+            if c.log_id == log_id
+                && fields.as_ref().and_then(|f| f.checkpoint_seq) == Some(c.seq)
+                && signs_prev(c.seq, c.head)
+            {
+                found.unsealed_signer = Some(key);
+            }
+        }
+    } else if let Some((new, _)) = note.and_then(|n| verify_rotation(n, keys).ok()) {
+        // From a rotation on, the key it announces is the log's.
+        if keys.contains(&new) {
+            found.unsealed_signer = Some(new);
+        }
+    }
 }
 
 async fn record_at(sink: &dyn Sink, seq: u64) -> Result<Record, OpenError> {
@@ -158,12 +465,15 @@ async fn record_at(sink: &dyn Sink, seq: u64) -> Result<Record, OpenError> {
     Ok(rec)
 }
 
-/// Copies records `from..` of `source` (up to `to`, if given) into `target`,
-/// checking every hash. Returns the last record copied.
+/// Copies the records of `source` after `after` (the target's head; `None`
+/// from genesis) up to `to`, if given, into `target`. Every record is checked
+/// as it is copied: its hash is recomputed from its bytes and it must link to
+/// the record before it, starting from `after`, so a source cannot hand over
+/// edited bytes. Returns the last record copied.
 pub(crate) async fn backfill(
     source: &dyn Sink,
     target: &dyn Sink,
-    from: u64,
+    after: Option<ChainHead>,
     to: Option<u64>,
     max: usize,
 ) -> Result<Option<u64>, OpenError> {
@@ -171,8 +481,10 @@ pub(crate) async fn backfill(
         sink: source.name().to_string(),
         detail,
     };
+    let from = after.map_or(1, |h| h.seq + 1);
     let mut cursor = source.read_from(from).await.map_err(OpenError::Sink)?;
     let mut reached = None;
+    let mut last = after;
     while let Some(items) = cursor.next_batch(max).await.map_err(OpenError::Sink)? {
         let mut records = Vec::with_capacity(items.len());
         for item in items {
@@ -181,6 +493,19 @@ pub(crate) async fn backfill(
             if to.is_some_and(|to| rec.seq() > to) {
                 break;
             }
+            let links = match last {
+                None => rec.seq() == 1 && rec.prev() == PrevHash::Genesis,
+                Some(h) => rec.seq() == h.seq + 1 && rec.prev() == PrevHash::Hash(h.hash),
+            };
+            if !links {
+                return Err(bad(format!(
+                    "at {}: record {} does not link to record {}",
+                    item.location,
+                    rec.seq(),
+                    last.map_or(0, |h| h.seq)
+                )));
+            }
+            last = Some(rec.head());
             records.push(rec);
         }
         if records.is_empty() {
@@ -228,8 +553,8 @@ pub(crate) async fn rejoin(
         },
     };
     let head = with_timeout(target, timeout, target.head()).await?;
-    let from = match head {
-        None => 1,
+    let after = match head {
+        None => None,
         Some(h) if h.seq > upto => {
             return Err(SinkError::Backend {
                 sink: target.name().to_string(),
@@ -254,13 +579,13 @@ pub(crate) async fn rejoin(
                     ),
                 });
             }
-            h.seq + 1
+            Some(h)
         }
     };
-    if from > upto {
+    if after.map_or(0, |h| h.seq) >= upto {
         return Ok(());
     }
-    let reached = backfill(source, target, from, Some(upto), max)
+    let reached = backfill(source, target, after, Some(upto), max)
         .await
         .map_err(as_sink_error)?;
     if reached != Some(upto) {

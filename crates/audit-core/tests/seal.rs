@@ -1,0 +1,262 @@
+//! Seals: every batch ends with the writer's signature over its last record,
+//! and at start-up only records covered by a seal of this log's key are
+//! adopted, copied to other sinks or signed over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_core::checkpoint::{verify_rotation, verify_seal, KeyPair, PublicKey};
+use audit_core::testing::{append_concurrently, sample_entry};
+use audit_core::{
+    encode_entry_body, encode_marker_body, AuditLog, CheckpointConfig, MemorySink, OpenError,
+    Record, RecordBatch, Sequencer, Sink, SinkSpec, WriterConfig,
+};
+
+const LOG_ID: &str = "audit.test/seal";
+
+fn key(name: &str) -> Arc<KeyPair> {
+    Arc::new(KeyPair::generate(name).expect("key"))
+}
+
+fn config(key: Arc<KeyPair>, previous: Option<Arc<KeyPair>>) -> WriterConfig {
+    let mut cp = CheckpointConfig::new(key, LOG_ID);
+    cp.every_records = 10;
+    cp.every = Duration::from_secs(3600);
+    cp.heartbeat = Duration::from_secs(3600);
+    cp.previous_key = previous;
+    WriterConfig {
+        checkpoints: Some(cp),
+        ..WriterConfig::default()
+    }
+}
+
+async fn write(config: WriterConfig, sinks: &[MemorySink], from: u64, n: u64) {
+    let specs = sinks
+        .iter()
+        .map(|s| SinkSpec::required(Arc::new(s.clone())))
+        .collect();
+    let log = AuditLog::open(config, specs).await.expect("open");
+    for i in from..from + n {
+        log.append(&sample_entry(i)).await.expect("append");
+    }
+    log.close().await;
+}
+
+fn is_type(r: &Record, t: &str) -> bool {
+    r.text()
+        .starts_with(format!("{{\"record_type\":\"{t}\"").as_bytes())
+}
+
+fn note_of(r: &Record) -> String {
+    let v: serde_json::Value = serde_json::from_slice(r.text()).expect("json");
+    v["note"].as_str().expect("note").to_string()
+}
+
+/// An entry chained after `head` as someone who can write the storage but
+/// holds no key would: correct prev link, recomputed hash.
+fn rechained_entry(head: &Record, salt: u64) -> Record {
+    let mut body = Vec::new();
+    encode_entry_body(&sample_entry(salt), &mut body).expect("encode");
+    Sequencer::resume(Some(head.head())).seal(&body)
+}
+
+/// A seal of `sealed` by `key`, chained after it.
+fn forged_seal(sealed: &Record, key: &KeyPair) -> Record {
+    let seal = audit_core::checkpoint::Seal {
+        log_id: LOG_ID.into(),
+        seq: sealed.seq(),
+        head: sealed.hash(),
+        max_stretch: 10_000,
+    };
+    let mut body = Vec::new();
+    encode_marker_body(
+        "seal",
+        &serde_json::json!({"sealed_seq": sealed.seq(), "note": key.sign_note(&seal.body())}),
+        &mut body,
+    )
+    .expect("encode");
+    Sequencer::resume(Some(sealed.head())).seal(&body)
+}
+
+/// Checks every seal in `records` and the stretches between them; returns
+/// how many seals there are.
+fn check_seals(records: &[Record], key: &PublicKey, max_stretch: u64) -> usize {
+    let mut seals = 0;
+    let mut stretch = 0u64;
+    for (i, r) in records.iter().enumerate() {
+        if !is_type(r, "seal") {
+            stretch += 1;
+            continue;
+        }
+        let (seal, signer) =
+            verify_seal(&note_of(r), std::slice::from_ref(key)).expect("the seal verifies");
+        assert_eq!(&signer, key);
+        assert_eq!(seal.log_id, LOG_ID);
+        assert_eq!(seal.max_stretch, max_stretch);
+        let prev = &records[i - 1];
+        assert_eq!((seal.seq, seal.head), (prev.seq(), prev.hash()));
+        assert_eq!(seal.seq + 1, r.seq());
+        assert!(
+            (1..=max_stretch).contains(&stretch),
+            "{stretch} records before seal {}",
+            r.seq()
+        );
+        stretch = 0;
+        seals += 1;
+    }
+    assert_eq!(stretch, 0, "the log ends with a seal");
+    seals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_ends_with_a_seal_within_the_announced_stretch() {
+    let k = key("audit.test");
+    let sink = MemorySink::new("mem");
+    let mut cfg = config(k.clone(), None);
+    // Small batches, so concurrent producers fill them to the limit.
+    cfg.batch_max_records = 5;
+    let max_stretch = cfg.max_stretch(1);
+    assert_eq!(max_stretch, 5 + 2 + 2);
+    let log = AuditLog::open(
+        cfg.clone(),
+        vec![SinkSpec::required(Arc::new(sink.clone()))],
+    )
+    .await
+    .expect("open");
+    let receipts = append_concurrently(&log, 16, 20).await;
+    log.append(&sample_entry(10_000)).await.expect("append");
+    log.close().await;
+    let records = sink.records();
+    let seals = check_seals(&records, &k.public(), max_stretch);
+    // Every receipt's record is followed by a seal in the stored chain.
+    for r in &receipts {
+        let i = (r.seq - 1) as usize;
+        assert!(records[i..].iter().any(|r| is_type(r, "seal")));
+    }
+    assert!(seals as u64 * 5 >= 321, "{seals} seals for 321 entries");
+    // A restart continues with seals too.
+    write(cfg, std::slice::from_ref(&sink), 20_000, 3).await;
+    check_seals(&sink.records(), &k.public(), max_stretch);
+}
+
+#[tokio::test]
+async fn an_unsealed_record_planted_in_one_sink_is_refused_and_never_copied() {
+    let k = key("audit.test");
+    let (a, b) = (MemorySink::new("a"), MemorySink::new("b"));
+    write(config(k.clone(), None), &[a.clone(), b.clone()], 0, 5).await;
+    let b_before = b.records();
+    let head = a.records().last().cloned().expect("records");
+    let fake = rechained_entry(&head, 666);
+    a.append(&RecordBatch::new(vec![fake.clone()]).expect("batch"))
+        .await
+        .expect("plant");
+    let specs = vec![
+        SinkSpec::required(Arc::new(a.clone())),
+        SinkSpec::required(Arc::new(b.clone())),
+    ];
+    let err = AuditLog::open(config(k.clone(), None), specs)
+        .await
+        .expect_err("the planted record is refused");
+    match &err {
+        OpenError::Unsealed { sink, from, to, .. } => {
+            assert_eq!((sink.as_str(), *from, *to), ("a", fake.seq(), fake.seq()));
+        }
+        other => panic!("expected Unsealed, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("not sealed by this log's key"),
+        "{err}"
+    );
+    assert_eq!(b.records(), b_before, "nothing was copied to b");
+}
+
+#[tokio::test]
+async fn a_planted_record_with_a_seal_by_another_key_is_refused() {
+    let k = key("audit.test");
+    // The same name: only the key ID and the signature tell them apart.
+    let mallory = key("audit.test");
+    let (a, b) = (MemorySink::new("a"), MemorySink::new("b"));
+    write(config(k.clone(), None), &[a.clone(), b.clone()], 0, 5).await;
+    let b_before = b.records();
+    let head = a.records().last().cloned().expect("records");
+    let fake = rechained_entry(&head, 666);
+    let seal = forged_seal(&fake, &mallory);
+    a.append(&RecordBatch::new(vec![fake.clone(), seal.clone()]).expect("batch"))
+        .await
+        .expect("plant");
+    let specs = vec![
+        SinkSpec::required(Arc::new(b.clone())),
+        SinkSpec::required(Arc::new(a.clone())),
+    ];
+    let err = AuditLog::open(config(k.clone(), None), specs)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, OpenError::Unsealed { sink, from, to, .. }
+            if sink == "a" && *from == fake.seq() && *to == seal.seq()),
+        "{err}"
+    );
+    assert_eq!(b.records(), b_before, "nothing was copied to b");
+    // A seal by the right key over a record planted after the last seal is
+    // what only the writer can make: that one is adopted.
+    let a2 = MemorySink::new("a2");
+    let records = b.records();
+    a2.append(&RecordBatch::new(records.clone()).expect("batch"))
+        .await
+        .expect("copy");
+    let last = records.last().expect("records");
+    let fake = rechained_entry(last, 667);
+    let good = forged_seal(&fake, &k);
+    a2.append(&RecordBatch::new(vec![fake, good.clone()]).expect("batch"))
+        .await
+        .expect("append");
+    write(config(k.clone(), None), std::slice::from_ref(&a2), 100, 1).await;
+    assert!(a2.records().iter().any(|r| r == &good));
+}
+
+#[tokio::test]
+async fn a_log_without_seals_is_adopted_and_sealed_from_then_on() {
+    let sink = MemorySink::new("mem");
+    write(WriterConfig::default(), std::slice::from_ref(&sink), 0, 4).await;
+    assert!(!sink.records().iter().any(|r| is_type(r, "seal")));
+    let k = key("audit.test");
+    write(config(k.clone(), None), std::slice::from_ref(&sink), 10, 2).await;
+    let records = sink.records();
+    assert!(records.len() > 4);
+    check_seals(&records[4..], &k.public(), config(k, None).max_stretch(1));
+}
+
+#[tokio::test]
+async fn a_key_is_rotated_once_and_the_rotation_is_signed_by_both_keys() {
+    let (old, new) = (key("audit.old"), key("audit.new"));
+    let sink = MemorySink::new("mem");
+    let sinks = std::slice::from_ref(&sink);
+    write(config(old.clone(), None), sinks, 0, 3).await;
+    let rotations = |s: &MemorySink| -> Vec<Record> {
+        s.records()
+            .into_iter()
+            .filter(|r| is_type(r, "key_rotation"))
+            .collect()
+    };
+    write(config(new.clone(), Some(old.clone())), sinks, 10, 3).await;
+    assert_eq!(rotations(&sink).len(), 1);
+    // A restart with the same configuration finds the log signed by the new
+    // key and rotates nothing.
+    write(config(new.clone(), Some(old.clone())), sinks, 20, 3).await;
+    let rotated = rotations(&sink);
+    assert_eq!(rotated.len(), 1, "one rotation after two restarts");
+    let note = note_of(&rotated[0]);
+    let (announced, signer) = verify_rotation(&note, &[old.public()]).expect("old key alone");
+    assert_eq!((&announced, &signer), (&new.public(), &old.public()));
+    let (announced, signer) = verify_rotation(&note, &[new.public()]).expect("new key alone");
+    assert_eq!((&announced, &signer), (&new.public(), &new.public()));
+    // Every seal after the rotation is by the new key.
+    let records = sink.records();
+    let at = records
+        .iter()
+        .position(|r| is_type(r, "key_rotation"))
+        .expect("rotation");
+    for r in records[at..].iter().filter(|r| is_type(r, "seal")) {
+        verify_seal(&note_of(r), &[new.public()]).expect("sealed by the new key");
+    }
+}
