@@ -85,6 +85,9 @@ impl Log {
         let config = format!(
             r#"[log]
 spool_dir = "data/spool"
+# Small batches, so that a seal follows every few records and a stretch
+# without seals soon exceeds the bound (batch + markers) the seals state.
+batch_max_records = 8
 
 [log.checkpoints]
 key_file = "{key}"
@@ -375,6 +378,25 @@ fn f03_dropping_signatures_after_an_edit_fails_with_a_key() {
     assert_exit(&o, 1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(count(&v, "unsigned") >= 1, "{v}");
+
+    // A forged tail shorter than the bound is a warning (a crash can leave
+    // one), and an error with --strict.
+    let log = two_runs();
+    let mut lines = log.lines();
+    lines.push(fake_entry(3));
+    let n = lines.len();
+    rechain(&mut lines, n - 1);
+    log.write_lines(&lines);
+    let o = log.verify(&[&log.file_source(), "--public-key", &log.pub_key(), "--json"]);
+    assert_exit(&o, 0);
+    assert!(text(&o).contains("unsigned_tail"), "{}", text(&o));
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--strict",
+    ]);
+    assert_exit(&o, 1);
 
     // Renaming the signed records' type instead of deleting them.
     let log = two_runs();

@@ -16,7 +16,8 @@ pub struct VerifyArgs {
     /// Print the report as JSON (schema in docs/VERIFY.md).
     #[arg(long)]
     pub json: bool,
-    /// Treat unanchored `genesis` restarts as errors.
+    /// Treat unanchored `genesis` restarts in seed-format files, and records
+    /// after the last signature (with `--public-key`), as errors.
     #[arg(long)]
     pub strict: bool,
     /// A trusted checkpoint key (a file holding `name+id+key`, as written by

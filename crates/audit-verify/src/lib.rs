@@ -39,7 +39,8 @@ use check::{analyze, Analyzed, Classifier};
 /// How to verify.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// Report unanchored `genesis` restarts as errors rather than warnings.
+    /// Report unanchored `genesis` restarts in seed-format files, and an
+    /// unsigned tail of any length, as errors rather than warnings.
     pub strict: bool,
     /// Items read per batch.
     pub batch: usize,
@@ -273,6 +274,7 @@ fn signatures(
         max_age_secs: options.max_age.map(|d| d.as_secs()),
         witness: notes,
         now,
+        strict: options.strict,
     });
     Ok((Some(signed), findings))
 }

@@ -61,6 +61,8 @@ pub(crate) struct Expect {
     pub witness: Vec<WitnessNote>,
     /// The verifier's clock, Unix seconds.
     pub now: i64,
+    /// `--strict`: an unsigned tail is an error, however short.
+    pub strict: bool,
 }
 
 /// Signatures by a key the auditor does not hold, waiting for a trusted
@@ -89,6 +91,7 @@ pub(crate) struct Signed {
     deferred: BTreeMap<(String, String), Deferred>,
     max_age_secs: Option<u64>,
     now: i64,
+    strict: bool,
     witness: Vec<WitnessNote>,
     /// Per witness note: the hash seen at its sequence, and whether record
     /// seq + 1 holds the very note.
@@ -145,6 +148,7 @@ impl Signed {
             deferred: BTreeMap::new(),
             max_age_secs: expect.max_age_secs,
             now: expect.now,
+            strict: expect.strict,
             witness: expect.witness,
             witness_seen: vec![(None, false); n],
         }
@@ -424,7 +428,11 @@ impl Signed {
                 _ => {
                     findings.push(Finding {
                         class: FindingClass::UnsignedTail,
-                        severity: Severity::Warning,
+                        severity: if self.strict {
+                            Severity::Error
+                        } else {
+                            Severity::Warning
+                        },
                         seq: Some(self.covered + 1),
                         location: end.into(),
                         detail: format!("{tail} record(s) after the last valid signature are not covered by one"),
