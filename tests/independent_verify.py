@@ -1,20 +1,38 @@
 #!/usr/bin/env python3
 """An independent verifier for auditlog logs, written from docs/FORMAT.md alone.
 
-Usage: independent_verify.py PATH [PATH ...]
+Usage: independent_verify.py [OPTIONS] PATH [PATH ...]
        independent_verify.py --lines FILE
 PATH is a JSONL file or a directory of audit-<seq>.jsonl segments.
-Exit 0 when every log verifies (restart warnings allowed), 1 otherwise.
+Exit 0 when every log verifies (warnings allowed), 1 on any error, 2 when a
+source cannot be read or holds no records, or the usage is wrong.
+A second `genesis` is an error in a segment directory (a log our writer
+made) and a warning in a single seed-format file.
+
+Options (docs/VERIFY.md):
+  --strict            a restart in a single file is an error too
+  --public-key FILE   a trusted key (`name+id+base64`, as `audit keygen`
+                      writes it); repeat, oldest first, for the key history.
+                      Checks every checkpoint, seal and key rotation.
+  --log-id ID         every signed note must name this log
+  --witness DIR       the newest witnessed checkpoint must be in the log
+  --max-age SECONDS   the newest valid checkpoint must be younger (also Ns,
+                      Nm, Nh)
+--witness and --max-age need --public-key.
+
 --lines checks each line of FILE as a record on its own, ignoring the chain,
 and prints `N ok`, `N modified` or `N malformed: why` for each.
-Needs the `blake3` package from PyPI.
+Needs the `blake3` package from PyPI, and `cryptography` for --public-key.
 """
+import base64
 import errno
+import hashlib
 import json
 import os
 import re
 import stat
 import sys
+import time
 
 import blake3
 
@@ -85,6 +103,12 @@ def strings(value):
 
 def parse(text):
     """Returns (seq, prev, claimed_hash) or raises Malformed."""
+    return parse_full(text)[:3]
+
+
+def parse_full(text):
+    """Returns (seq, prev, claimed_hash, members) or raises Malformed, where
+    members is the top-level object as a list of (name, value) pairs."""
     if b"\n" in text or b"\r" in text:
         raise Malformed("raw newline in record")
     try:
@@ -124,7 +148,7 @@ def parse(text):
         raise Malformed("parsed sequence differs from its bytes")
     if values["chain_prev_hash"] != m.group(2).decode() or values["chain_record_hash"] != m.group(3).decode():
         raise Malformed("parsed hashes differ from their bytes")
-    return seq, m.group(2).decode(), m.group(3).decode()
+    return seq, m.group(2).decode(), m.group(3).decode(), top
 
 
 def record_hash(text):
@@ -219,52 +243,442 @@ def lines_of(fname, is_last):
             yield n, (None if skipping else bytes(carry)), False
 
 
-def verify(path):
-    errors, warnings, records, chains = [], [], 0, 0
+# ---- Signed notes and keys: FORMAT.md section 9 ----
+
+SIGNED_TYPES = ("checkpoint", "seal", "key_rotation")
+KEY_NAME = re.compile(r"[^\s+]+\Z")
+KEY_HEX_ID = re.compile(r"[0-9a-f]{8}\Z")
+CANONICAL = re.compile(r"[1-9][0-9]*\Z")  # a sequence: positive, no leading zero
+CANONICAL_OR_ZERO = re.compile(r"(0|[1-9][0-9]*)\Z")
+SIG_LINE = re.compile(r"\u2014 ([^\s+]+) ([A-Za-z0-9+/=]+)\Z")
+WITNESS_NAME = re.compile(r"checkpoint-([0-9]{20})(\.[0-9]+)?\.note\Z")
+
+
+class Unreadable(Exception):
+    """A source that cannot be read, or a usage error: exit 2."""
+
+
+def b64_strict(text):
+    """Standard, padded base64 in its one canonical spelling, or ValueError."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError(f"{text!r} is not canonical base64")
+    return raw
+
+
+def key_id(name, pub):
+    return hashlib.sha256(name.encode("utf-8") + b"\n\x01" + pub).digest()[:4]
+
+
+class Key:
+    """A C2SP verifier key: `<name>+<key ID hex>+<base64(0x01 || key)>`."""
+
+    def __init__(self, text):
+        # The base64 part may itself hold `+`: split at the first two only.
+        parts = text.split("+", 2)
+        if len(parts) != 3:
+            raise ValueError(f"{text!r} is not name+id+key")
+        name, hex_id, b64 = parts
+        if not KEY_NAME.match(name) or not KEY_HEX_ID.match(hex_id):
+            raise ValueError(f"{text!r}: bad key name or key ID")
+        try:
+            raw = b64_strict(b64)
+        except ValueError as e:
+            raise ValueError(f"{text!r}: {e}")
+        if len(raw) != 33 or raw[0] != 0x01:
+            raise ValueError(f"{text!r}: not an Ed25519 key (0x01 and 32 bytes)")
+        if key_id(name, raw[1:]).hex() != hex_id:
+            raise ValueError(f"{text!r}: key ID {hex_id} does not match the key")
+        self.text, self.name, self.id, self.pub = text, name, bytes.fromhex(hex_id), raw[1:]
+        self.ident = (name, self.id)
+
+    def verify(self, sig, body):
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        if len(sig) != 64:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(self.pub).verify(sig, body)
+            return True
+        except InvalidSignature:
+            return False
+
+
+def ident_str(ident):
+    return f"{ident[0]}+{ident[1].hex()}"
+
+
+class Note:
+    """A C2SP signed note holding one of the three bodies of section 9."""
+
+    def __init__(self, text):
+        self.text = text
+        if not text.endswith("\n"):
+            raise Malformed("note does not end with a newline")
+        split = text.rfind("\n\n")
+        if split < 0:
+            raise Malformed("note has no empty line before its signatures")
+        self.body = text[: split + 1].encode("utf-8")
+        block = text[split + 2 :]
+        if not block:
+            raise Malformed("note has no signature line")
+        self.sigs = []
+        for line in block[:-1].split("\n"):
+            m = SIG_LINE.match(line)
+            try:
+                raw = b64_strict(m.group(2)) if m else b""
+            except ValueError:
+                raw = b""
+            if len(raw) < 5:
+                raise Malformed(f"bad signature line {line!r}")
+            self.sigs.append(((m.group(1), raw[:4]), raw[4:]))
+        lines = text[:split].split("\n")
+        self.log_id = lines[0]
+        if not self.log_id or any(ord(c) < 0x20 for c in text[:split] if c != "\n"):
+            raise Malformed("note body has an empty log id or a control character")
+        if len(lines) == 5 and lines[1] == "seal":
+            self.kind = "seal"
+            self.seq = self._number(lines[2], CANONICAL, "sealed sequence")
+            self.hash = self._hash(lines[3])
+            if not lines[4].startswith("stretch "):
+                raise Malformed("seal note has no `stretch` line")
+            self.stretch = self._number(lines[4][8:], CANONICAL_OR_ZERO, "stretch")
+        elif len(lines) == 3 and lines[1] == "key rotation":
+            self.kind = "key_rotation"
+            try:
+                self.new_key = Key(lines[2])
+            except ValueError as e:
+                raise Malformed(f"rotation note: {e}")
+        elif len(lines) == 4:
+            self.kind = "checkpoint"
+            self.seq = self._number(lines[1], CANONICAL, "checkpoint sequence")
+            self.hash = self._hash(lines[2])
+            if not lines[3].startswith("time "):
+                raise Malformed("checkpoint note has no `time` line")
+            self.time = self._number(lines[3][5:], CANONICAL_OR_ZERO, "time")
+        else:
+            raise Malformed("note body is not a checkpoint, seal or key rotation")
+
+    @staticmethod
+    def _number(text, form, what):
+        if not form.match(text) or int(text) >= 2**64:
+            raise Malformed(f"note {what} {text!r} is not canonical decimal")
+        return int(text)
+
+    @staticmethod
+    def _hash(text):
+        try:
+            raw = b64_strict(text)
+        except ValueError as e:
+            raise Malformed(f"note hash: {e}")
+        if len(raw) != 32:
+            raise Malformed("note hash is not 32 bytes")
+        return raw.hex()
+
+    def signers(self, keys, vouched, seq):
+        """(accepted, bad): key idents whose line verifies (or, for a key
+        known only by a later trusted rotation's line, is vouched for), and
+        trusted keys whose line does not verify."""
+        accepted, bad = [], []
+        for ident, sig in self.sigs:
+            key = keys.get(ident)
+            if key is not None:
+                (accepted if key.verify(sig, self.body) else bad).append(ident)
+            elif seq < vouched.get(ident, 0):
+                accepted.append(ident)
+        return accepted, bad
+
+
+# ---- One source ----
+
+
+class Report:
+    def __init__(self):
+        self.errors, self.warnings = [], []
+        self.newest_checkpoint = None  # (record seq, time)
+
+    def error(self, cls, msg):
+        self.errors.append(f"{cls}: {msg}")
+
+    def warning(self, cls, msg):
+        self.warnings.append(f"{cls}: {msg}")
+
+
+class Options:
+    def __init__(self):
+        self.strict = False
+        self.keys = []  # the key history, oldest first
+        self.log_id = None
+        self.witness = None
+        self.max_age = None
+
+
+def read_witness(opts, report):
+    """Every `checkpoint-*` note of the witness directory that verifies with
+    a given key: {checkpoint_seq: {note text}}."""
+    keys = {k.ident: k for k in opts.keys}
+    try:
+        names = sorted(os.listdir(opts.witness))
+    except OSError as e:
+        raise Unreadable(f"witness {opts.witness}: {e}")
+    notes = {}
+    for name in names:
+        if not name.startswith("checkpoint-"):
+            continue
+        path = os.path.join(opts.witness, name)
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise Unreadable(f"witness {path}: not a regular file")
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise Unreadable(f"witness {path}: {e}")
+        try:
+            note = Note(data.decode("utf-8"))
+            if note.kind != "checkpoint":
+                raise Malformed(f"a {note.kind} note, not a checkpoint")
+        except (UnicodeDecodeError, Malformed) as e:
+            report.error("malformed", f"witness {path}: {e}")
+            continue
+        m = WITNESS_NAME.match(name)
+        if m is None or int(m.group(1)) != note.seq:
+            report.error("malformed", f"witness {path}: the name disagrees with the note's sequence {note.seq}")
+            continue
+        accepted, bad = note.signers(keys, {}, 0)
+        if bad or not accepted:
+            report.error("bad_signature", f"witness {path}: the note does not verify with a given key")
+            continue
+        if opts.log_id is not None and note.log_id != opts.log_id:
+            report.error("wrong_log", f"witness {path}: names log {note.log_id!r}, not {opts.log_id!r}")
+            continue
+        notes.setdefault(note.seq, {})[note.text] = (path, note)
+    for seq, texts in notes.items():
+        if len(texts) > 1:
+            report.error("forked", f"witness: {len(texts)} different signed checkpoints of record {seq}")
+    return notes
+
+
+def check_signatures(signed, last_seq, opts, report):
+    """FORMAT.md section 9 over the log's signed records, in stored order.
+    Returns the log id the notes name and the newest valid checkpoint."""
+    history = [k.ident for k in opts.keys]
+    keys = {k.ident: k for k in opts.keys}
+    # Vouching goes backwards: a rotation cosigned by a trusted key vouches
+    # for the retired key on its other line, and through that key's own
+    # rotation (whose note names its full key), for the one before.
+    vouched = {}  # key ident -> the sequence of the rotation that vouches for it
+    for r in reversed(signed):
+        if r["type"] != "key_rotation":
+            continue
+        try:
+            note = Note(r["note"])
+        except Malformed:
+            continue
+        if note.kind != "key_rotation":
+            continue
+        new = note.new_key
+        if new.ident not in keys and new.ident in vouched:
+            keys[new.ident] = new
+        accepted, bad = note.signers(keys, {}, 0)
+        if new.ident in accepted and not bad:
+            for ident, _ in note.sigs:
+                if ident not in keys:
+                    vouched[ident] = max(vouched.get(ident, 0), r["seq"] + 1)
+    log_id = opts.log_id
+    current, retired = None, set()
+    seals, checkpoints = [], []  # valid ones: (seq, stretch) and (seq, time)
+    for r in signed:
+        seq, where, m = r["seq"], r["where"], r["members"]
+        try:
+            if not isinstance(r["note"], str):
+                raise Malformed("no `note` string member")
+            note = Note(r["note"])
+            if note.kind != r["type"]:
+                raise Malformed(f"a {r['type']} record holds a {note.kind} note")
+        except Malformed as e:
+            report.error("malformed", f"{where}: {r['type']} record {seq}: {e}")
+            continue
+        if log_id is None:
+            log_id = note.log_id
+        elif note.log_id != log_id:
+            report.error("wrong_log", f"{where}: {r['type']} record {seq} names log {note.log_id!r}, not {log_id!r}")
+            continue
+        if note.kind == "key_rotation" and note.new_key.ident not in keys and len(history) < 2:
+            # One key given is a trust anchor, not a history: a rotation it
+            # signs (docs/VERIFY.md: "a trusted rotation names that key on a
+            # signature line") makes the new key, named in full, trusted.
+            if any(i in keys and keys[i].verify(sig, note.body) for i, sig in note.sigs if i != note.new_key.ident):
+                keys[note.new_key.ident] = note.new_key
+        accepted, bad = note.signers(keys, vouched, seq)
+        if bad:
+            report.error("bad_signature", f"{where}: {r['type']} record {seq}: the signature by {', '.join(map(ident_str, bad))} does not verify")
+            continue
+        if r["type"] == "key_rotation":
+            new = note.new_key.ident
+            old = [ident for ident, _ in note.sigs if ident != new]
+            cosigned = new in accepted
+            old_ok = [i for i in old if i in accepted or (cosigned and i not in keys)]
+            if m.get("new_key") != note.new_key.text:
+                report.error("bad_signature", f"{where}: rotation {seq}: new_key {m.get('new_key')!r} is not the note's key")
+                continue
+            if not old_ok:
+                report.error("bad_signature", f"{where}: rotation {seq} is not signed by a key being retired that verifies")
+                continue
+            old = old_ok[0]
+            if old in retired:
+                report.error("bad_signature", f"{where}: rotation {seq} is signed by {ident_str(old)}, rotated out before")
+                continue
+            if current is not None and old != current:
+                report.error("bad_signature", f"{where}: rotation {seq} retires {ident_str(old)}, but the last signature is by {ident_str(current)}")
+                continue
+            if len(history) >= 2 and old in history:
+                i = history.index(old)
+                want = history[i + 1] if i + 1 < len(history) else None
+                if want != new:
+                    told = ident_str(want) if want else "no later key"
+                    report.error("bad_signature", f"{where}: rotation {seq} leads to {ident_str(new)}; the key history gives {told}")
+                    continue
+            retired.add(old)
+            current = new
+            continue
+        if not accepted:
+            names = ", ".join(ident_str(i) for i, _ in note.sigs)
+            report.error("bad_signature", f"{where}: {r['type']} record {seq} is signed by unknown key(s) {names}, which no trusted key or rotation vouches for")
+            continue
+        signer = current if current in accepted else accepted[0]
+        if signer in retired:
+            report.error("bad_signature", f"{where}: {r['type']} record {seq} is signed by {ident_str(signer)}, which was rotated out")
+            continue
+        member = "sealed_seq" if r["type"] == "seal" else "checkpoint_seq"
+        claimed = m.get(member)
+        if isinstance(claimed, bool) or claimed != seq - 1 or note.seq != seq - 1:
+            report.error("modified", f"{where}: {r['type']} record {seq}: {member} {claimed!r} and the note's {note.seq} must both be {seq - 1}")
+            continue
+        if r["type"] == "checkpoint" and (m.get("head_hash") != note.hash or m.get("log_id") != note.log_id):
+            report.error("modified", f"{where}: checkpoint {seq}: head_hash or log_id differs from the note's")
+            continue
+        if r["prev_hash"] != note.hash:
+            report.error("modified", f"{where}: {r['type']} record {seq} signs hash {note.hash} of record {seq - 1}, which hashes to {r['prev_hash']}: the chain was rewritten")
+            continue
+        current = signer
+        if r["type"] == "seal":
+            seals.append((seq, note.stretch))
+        else:
+            checkpoints.append((seq, note.time))
+    # Coverage: seals bound every stretch and the tail from the first on.
+    for (a, _), (b, stretch) in zip(seals, seals[1:]):
+        if b - a - 1 > stretch:
+            report.error("unsigned", f"{b - a - 1} records between the seals at {a} and {b}, more than the stretch {stretch}: seals were removed")
+    last_signed, bound = (seals[-1] if seals else (checkpoints[-1][0], None) if checkpoints else (None, None))
+    if last_signed is None:
+        report.error("unsigned", "no valid seal or checkpoint: no record is covered by a signature")
+    elif last_seq is not None and last_seq > last_signed:
+        tail = last_seq - last_signed
+        if bound is not None and tail > bound:
+            report.error("unsigned", f"{tail} records after the last seal ({last_signed}), more than its stretch {bound}: seals were removed")
+        else:
+            report.warning("unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed})")
+    if len(history) >= 2 and current is not None and current != history[-1]:
+        report.error("truncated", f"the log's last signature is by {ident_str(current)}, not by the last key given, {ident_str(history[-1])}")
+    newest = max(checkpoints, key=lambda c: c[1]) if checkpoints else None
+    return log_id, newest
+
+
+def verify(path, opts=None):
+    opts = opts or Options()
+    report = Report()
+    records, chains, lines = 0, 0, 0
     last = None  # (seq, hash) of the previous record
+    last_computed = None
+    # FORMAT.md section 10: a segment directory is a log our writer made,
+    # which holds one chain; a single file may be the seed proxy's.
+    ours = os.path.isdir(path)
+    signing = bool(opts.keys)
+    signed = []  # the signed records: a few members each
+    witness = read_witness(opts, report) if signing and opts.witness else {}
+    witnessed = max(witness) if witness else None
+    at_witness = {}  # seq -> (computed hash, type, note member) for N and N + 1
     files = files_of(path)
     for i, (fname, promised) in enumerate(files):
         # A FIFO would block the read and a device would never end.
         if not stat.S_ISREG(os.stat(fname).st_mode):
-            errors.append(f"{fname}: not a regular file")
+            report.error("unreadable", f"{fname}: not a regular file")
+            lines += 1
             continue
         is_last = i == len(files) - 1
         for n, text, terminated in lines_of(fname, is_last):
+            lines += 1
             where = f"{fname}:{n}"
             if text is None:
-                errors.append(f"{where}: line longer than {MAX_LINE} bytes")
+                report.error("malformed", f"{where}: line longer than {MAX_LINE} bytes")
                 continue
             if not terminated and is_last:
                 # FORMAT.md section 8: only the log's end can hold a torn write;
                 # elsewhere an unterminated line is checked like any other.
-                warnings.append(f"{fname}: ends mid-line ({len(text)} bytes without a newline)")
+                report.warning("truncated", f"{fname}: ends mid-line ({len(text)} bytes without a newline)")
                 continue
             try:
-                seq, prev, claimed = parse(text)
+                seq, prev, claimed, top = parse_full(text)
             except Malformed as e:
-                errors.append(f"{where}: malformed: {e}")
+                report.error("malformed", f"{where}: {e}")
                 continue
             records += 1
             if n == 1 and promised is not None and promised != seq:
-                errors.append(f"{where}: segment named for {promised} starts with {seq}")
+                report.error("modified", f"{where}: segment named for {promised} starts with {seq}")
             computed = record_hash(text)
             if computed != claimed:
-                errors.append(f"{where}: record {seq} modified: stored {claimed}, bytes hash to {computed}")
+                report.error("modified", f"{where}: record {seq} modified: stored {claimed}, bytes hash to {computed}")
             if prev == "genesis":
                 if seq != 1:
-                    errors.append(f"{where}: record {seq} claims to start a chain")
+                    report.error("modified", f"{where}: record {seq} claims to start a chain")
                 elif last is not None:
-                    warnings.append(f"{where}: restart: unanchored genesis after sequence {last[0]}")
+                    msg = f"{where}: unanchored genesis after sequence {last[0]}"
+                    if ours:
+                        report.error("restart", msg + " in a segment directory, which holds one chain")
+                    elif opts.strict:
+                        report.error("restart", msg)
+                    else:
+                        report.warning("restart", msg)
                 chains += 1
             elif last is None:
-                errors.append(f"{where}: log starts at {seq} without genesis")
+                report.error("deleted", f"{where}: log starts at {seq} without genesis")
                 chains += 1
             elif seq != last[0] + 1:
-                errors.append(f"{where}: sequence {seq} follows {last[0]}")
+                report.error("deleted", f"{where}: sequence {seq} follows {last[0]}")
             elif prev != last[1]:
-                errors.append(f"{where}: record {seq} does not link to record {last[0]}")
+                report.error("modified", f"{where}: record {seq} does not link to record {last[0]}")
+            rtype = top[0][1] if top[0][0] == "record_type" else None
+            if signing and rtype in SIGNED_TYPES:
+                before = last_computed if last is not None and last[0] == seq - 1 else None
+                signed.append({"seq": seq, "type": rtype, "where": where, "members": dict(top),
+                               "note": dict(top).get("note"), "prev_hash": before})
+            if witnessed is not None and seq in (witnessed, witnessed + 1):
+                at_witness.setdefault(seq, (computed, rtype, dict(top).get("note")))
             last = (seq, claimed)
-    return records, chains, last, errors, warnings
+            last_computed = computed
+    if lines == 0:
+        raise Unreadable(f"{path}: holds no records (is the path right?)")
+    if signing:
+        log_id, newest = check_signatures(signed, last[0] if last else None, opts, report)
+        report.newest_checkpoint = newest
+        if witnessed is not None:
+            for text, (wpath, note) in witness[witnessed].items():
+                if log_id is not None and note.log_id != log_id:
+                    report.error("wrong_log", f"witness {wpath}: names log {note.log_id!r}, not {log_id!r}")
+                elif last is None or last[0] <= witnessed:
+                    end = f"ends at {last[0]}" if last else "holds no record"
+                    report.error("truncated", f"the log {end}, before the witnessed checkpoint of record {witnessed} ({wpath})")
+                elif witnessed not in at_witness or at_witness[witnessed][0] != note.hash:
+                    report.error("forked", f"record {witnessed} is not the one the witness {wpath} signed")
+                elif at_witness.get(witnessed + 1, (None,))[1:] != ("checkpoint", text):
+                    report.error("forked", f"record {witnessed + 1} is not the checkpoint record holding the witness note {wpath}")
+        if opts.max_age is not None:
+            if newest is None:
+                report.error("stale", "no valid checkpoint, so no time to check --max-age against")
+            elif time.time() - newest[1] > opts.max_age:
+                report.error("stale", f"the newest valid checkpoint (record {newest[0]}) is {int(time.time() - newest[1])} s old, more than {opts.max_age} s")
+    return records, chains, last, report
 
 
 def classify_lines(path):
@@ -282,20 +696,79 @@ def classify_lines(path):
     return 0
 
 
+def parse_args(argv):
+    opts, paths = Options(), []
+    args = iter(argv[1:])
+
+    def value(flag):
+        v = next(args, None)
+        if v is None:
+            raise Unreadable(f"{flag} needs a value")
+        return v
+
+    for a in args:
+        if a == "--strict":
+            opts.strict = True
+        elif a == "--public-key":
+            fname = value(a)
+            try:
+                with open(fname, encoding="utf-8") as f:
+                    opts.keys.append(Key(f.read().strip()))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise Unreadable(f"--public-key {fname}: {e}")
+        elif a == "--log-id":
+            opts.log_id = value(a)
+        elif a == "--witness":
+            opts.witness = value(a)
+        elif a == "--max-age":
+            v = value(a)
+            m = re.fullmatch(r"([0-9]+)(s|m|h)?", v)
+            if not m:
+                raise Unreadable(f"--max-age {v!r}: give seconds, or N followed by s, m or h")
+            opts.max_age = int(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+        elif a.startswith("--"):
+            raise Unreadable(f"unknown option {a}")
+        else:
+            paths.append(a)
+    if not paths:
+        raise Unreadable("no log given")
+    if (opts.witness or opts.max_age is not None) and not opts.keys:
+        raise Unreadable("--witness and --max-age need --public-key: only a signed note can be trusted")
+    if opts.keys:
+        idents = [k.ident for k in opts.keys]
+        if len(set(idents)) != len(idents):
+            raise Unreadable("--public-key: the same key given twice")
+    return opts, paths
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "--lines":
         return classify_lines(argv[2])
-    if len(argv) < 2 or argv[1].startswith("--"):
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        opts, paths = parse_args(argv)
+    except Unreadable as e:
+        print(f"independent_verify: {e}", file=sys.stderr)
         print(__doc__, file=sys.stderr)
         return 2
     ok = True
-    for path in argv[1:]:
+    for path in paths:
         if not os.path.exists(path):
             print(f"{path}: does not exist", file=sys.stderr)
             return 2
-        records, chains, last, errors, warnings = verify(path)
+        try:
+            records, chains, last, report = verify(path, opts)
+        except Unreadable as e:
+            print(f"independent_verify: cannot read {e}", file=sys.stderr)
+            return 2
+        errors, warnings = report.errors, report.warnings
         head = f"head {last[0]} {last[1]}" if last else "empty"
         print(f"{path}: {records} records, {chains} chain(s), {head}, {len(errors)} error(s), {len(warnings)} warning(s)")
+        if report.newest_checkpoint:
+            seq, t = report.newest_checkpoint
+            print(f"  newest checkpoint: record {seq}, time {t} ({int(time.time() - t)} s ago)")
         for w in warnings:
             print(f"  warning: {w}")
         for e in errors[:50]:

@@ -1,8 +1,10 @@
 //! `cargo xtask`: the project's tasks.
 //!
 //! - `cargo xtask test`: installs what the tests need (the Python `blake3`
-//!   package), runs every Rust test, then the independent Python verifier on
-//!   the seed fixtures and on logs this project writes.
+//!   and `cryptography` packages), runs the independent Python verifier on
+//!   the seed fixtures, on logs this project writes (signed ones too) and on
+//!   sealed logs its own tests build, then every Rust test.
+//! - `cargo xtask independent`: only the independent Python verifier's checks.
 //! - `cargo xtask bench [--quick]`: builds `audit-bench` in release mode,
 //!   prints the table and writes it, with the machine, into docs/BENCHMARKS.md.
 //! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
@@ -41,13 +43,22 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn ensure_python_blake3() -> Result {
+/// The independent verifier's dependencies: `blake3` for the record hash,
+/// `cryptography` for Ed25519 (seals, checkpoints, key rotations).
+fn ensure_python_deps() -> Result {
     let have = Command::new(python())
-        .args(["-c", "import blake3"])
+        .args(["-c", "import blake3, cryptography"])
         .status()
         .is_ok_and(|s| s.success());
     if !have {
-        run(Command::new(python()).args(["-m", "pip", "install", "--quiet", "blake3"]))?;
+        run(Command::new(python()).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "blake3",
+            "cryptography",
+        ]))?;
     }
     Ok(())
 }
@@ -116,7 +127,7 @@ fn start_garage() -> Result<Option<GarageForTests>> {
 }
 
 fn test() -> Result {
-    ensure_python_blake3()?;
+    ensure_python_deps()?;
     let garage = start_garage()?;
     let env: Vec<(String, String)> = garage.as_ref().map(|g| g.env.clone()).unwrap_or_default();
     let cargo = || {
@@ -276,7 +287,153 @@ fn independent_verify() -> Result {
             "the independent verifier did not refuse a FIFO segment: {fifo:?}"
         ));
     }
-    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering, malformed records and a FIFO segment are caught");
+    // Signed logs: checkpoints, the witness, tampering the chain cannot show.
+    signed_log_check(&work)?;
+    // Sealed logs, key rotations and witnesses built from FORMAT.md by the
+    // Python tests themselves (the writer here does not write seals yet).
+    run(Command::new(python()).arg(root().join("tests/test_independent_verify.py")))?;
+    eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering, malformed records and a FIFO segment are caught; signed logs agree with audit verify");
+    Ok(())
+}
+
+/// The exit codes of `audit verify` and of the Python verifier on `log`
+/// with the same options.
+fn both_verifiers(
+    log: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(Option<i32>, Option<i32>, String)> {
+    let rust = Command::new(root().join("target/debug/audit"))
+        .arg("verify")
+        .arg(format!("file:{}", log.display()))
+        .args(args)
+        .output()
+        .map_err(|e| format!("audit verify: {e}"))?;
+    let py = Command::new("timeout")
+        .arg("300")
+        .arg(python())
+        .arg(root().join("tests/independent_verify.py"))
+        .arg(log)
+        .args(args)
+        .output()
+        .map_err(|e| format!("python: {e}"))?;
+    let out = format!(
+        "audit verify:\n{}{}\nindependent_verify.py:\n{}{}",
+        String::from_utf8_lossy(&rust.stdout),
+        String::from_utf8_lossy(&rust.stderr),
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr)
+    );
+    Ok((rust.status.code(), py.status.code(), out))
+}
+
+/// Writes a log with checkpoints and a witness with the `audit` binary (three
+/// runs, so three witnessed checkpoints), verifies it with both verifiers and
+/// the key, then tampers with it as someone without the key can and requires
+/// both to fail.
+fn signed_log_check(work: &Path) -> Result {
+    let dir = work.join("signed");
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
+    run(Command::new(root().join("target/debug/audit"))
+        .args(["keygen", "--name", "xtask-host", "--out"])
+        .arg(&keys))?;
+    let config = dir.join("signed.toml");
+    std::fs::write(
+        &config,
+        "[log.checkpoints]\nkey_file = \"keys/xtask-host.key\"\nlog_id = \"xtask-signed\"\nevery_records = 40\nwitness_dir = \"witness\"\n\n[[sinks]]\nkind = \"file\"\nname = \"file\"\ndir = \"log\"\n",
+    )
+    .map_err(|e| format!("{}: {e}", config.display()))?;
+    let entries = std::fs::read(root().join("examples/entries.jsonl"))
+        .map_err(|e| format!("examples/entries.jsonl: {e}"))?;
+    for _ in 0..3 {
+        let mut child = Command::new(root().join("target/debug/audit"))
+            .arg("append")
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run audit: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().ok_or("no stdin")?;
+            stdin
+                .write_all(&entries)
+                .map_err(|e| format!("audit append stdin: {e}"))?;
+        }
+        let status = child.wait().map_err(|e| format!("audit append: {e}"))?;
+        if !status.success() {
+            return Err(format!("audit append (signed) failed: {status}"));
+        }
+    }
+    let log = dir.join("log");
+    let key = keys.join("xtask-host.pub");
+    let witness = dir.join("witness");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let with_key = [
+        os("--public-key"),
+        key.as_os_str(),
+        os("--log-id"),
+        os("xtask-signed"),
+    ];
+    let with_witness = [
+        os("--public-key"),
+        key.as_os_str(),
+        os("--witness"),
+        witness.as_os_str(),
+    ];
+    let mut all = with_key.to_vec();
+    all.extend([
+        os("--witness"),
+        witness.as_os_str(),
+        os("--max-age"),
+        os("3600s"),
+    ]);
+    let expect = |what: &str, log: &Path, args: &[&std::ffi::OsStr], code: i32| -> Result {
+        let (rust, py, out) = both_verifiers(log, args)?;
+        if rust != Some(code) || py != Some(code) {
+            return Err(format!(
+                "{what}: expected exit {code} from both verifiers, got audit verify {rust:?}, Python {py:?}\n{out}"
+            ));
+        }
+        Ok(())
+    };
+    expect("signed log", &log, &all, 0)?;
+    expect("signed log, no key", &log, &[], 0)?;
+    let other_id = [
+        os("--public-key"),
+        key.as_os_str(),
+        os("--log-id"),
+        os("another-log"),
+    ];
+    expect("signed log, another log id", &log, &other_id, 1)?;
+    let tamper = |name: &str, args: &[&str]| -> Result<PathBuf> {
+        let out = dir.join(name);
+        run(Command::new(python())
+            .arg(root().join("tests/tamper.py"))
+            .arg(&log)
+            .arg(&out)
+            .args(args))?;
+        Ok(out)
+    };
+    // A record of the second run edited and every hash after it recomputed:
+    // a plain chain passes, the checkpoints after it do not.
+    let edited = tamper("edited", &["--edit", "150"])?;
+    expect("edited and rechained", &edited, &[], 0)?;
+    expect("edited and rechained, with the key", &edited, &with_key, 1)?;
+    // The same with the checkpoints after the edit dropped: the checkpoints
+    // left verify, and the witness shows what is missing.
+    let dropped = tamper("dropped", &["--edit", "150", "--drop-signed-after", "149"])?;
+    expect(
+        "edited, checkpoints dropped, with the witness",
+        &dropped,
+        &with_witness,
+        1,
+    )?;
+    // The tail cut at a record boundary before the last checkpoint.
+    let cut = tamper("cut", &["--keep", "250"])?;
+    expect("tail cut", &cut, &with_key, 0)?;
+    expect("tail cut, with the witness", &cut, &with_witness, 1)?;
+    eprintln!("independent verifier: a signed log verifies with both verifiers; an edit with the chain recomputed, dropped checkpoints and a cut tail fail both");
     Ok(())
 }
 
@@ -494,7 +651,8 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("ci") => ci(),
-        _ => Err("usage: cargo xtask <test | bench [--quick] | ci>".into()),
+        Some("independent") => ensure_python_deps().and_then(|()| independent_verify()),
+        _ => Err("usage: cargo xtask <test | independent | bench [--quick] | ci>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
