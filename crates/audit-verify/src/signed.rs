@@ -89,6 +89,8 @@ pub(crate) struct Signed {
     /// The key of the last valid signature.
     last_key: Option<PublicKey>,
     deferred: BTreeMap<(String, String), Deferred>,
+    /// The signers of rotations by keys the auditor does not hold.
+    deferred_rotations: Vec<Vec<(String, String)>>,
     max_age_secs: Option<u64>,
     now: i64,
     strict: bool,
@@ -146,6 +148,7 @@ impl Signed {
             newest_checkpoint: None,
             last_key: None,
             deferred: BTreeMap::new(),
+            deferred_rotations: Vec::new(),
             max_age_secs: expect.max_age_secs,
             now: expect.now,
             strict: expect.strict,
@@ -305,6 +308,9 @@ impl Signed {
                 // Perhaps a key the auditor does not hold but that a later
                 // rotation, signed by a key it does hold, names as its
                 // predecessor.
+                if special.record_type == SpecialType::KeyRotation {
+                    self.deferred_rotations.push(signers(note));
+                }
                 let d = self.deferred.entry((name, id)).or_insert(Deferred {
                     count: 0,
                     first_seq: s,
@@ -372,8 +378,27 @@ impl Signed {
                 "the key rotation record's new_key disagrees with its signed note".into(),
             );
         }
-        if let Some(pos) = self.history.iter().position(|k| k == &signer) {
-            // With a key history, a rotation must lead to the next key in it.
+        // The new key cosigns its rotation: where it did, its line must
+        // verify too (the retired key's line alone may be what was trusted).
+        let new_id = (new.name().to_string(), new.id_hex());
+        if signer != new && signers(note).contains(&new_id) {
+            if let Err(e) = audit_core::checkpoint::verify_note(note, std::slice::from_ref(&new)) {
+                find(
+                    findings,
+                    FindingClass::BadSignature,
+                    s,
+                    loc,
+                    format!("key rotation: the new key's cosignature does not verify: {e}"),
+                );
+            }
+        }
+        // With a key history, a rotation signed by a key of it must lead to
+        // the next one. (One verified only by its new key's cosignature
+        // started from a key the auditor does not hold.)
+        let position = (signer != new)
+            .then(|| self.history.iter().position(|k| k == &signer))
+            .flatten();
+        if let Some(pos) = position {
             if let Some(next) = self.history.get(pos + 1) {
                 if next != &new {
                     find(findings, FindingClass::BadSignature, s, loc,
@@ -382,9 +407,28 @@ impl Signed {
             }
         }
         // Signatures by the old key that came before, unknown to the auditor,
-        // are vouched for by this rotation when it names their key.
-        for (name, id) in signers(note) {
-            self.deferred.remove(&(name, id));
+        // are vouched for by this rotation when it names their key; and so,
+        // in turn, are the keys of earlier rotations that key cosigned.
+        let mut vouched: Vec<(String, String)> = signers(note);
+        loop {
+            let before = vouched.len();
+            for group in &self.deferred_rotations {
+                if group.iter().any(|k| vouched.contains(k)) {
+                    for k in group {
+                        if !vouched.contains(k) {
+                            vouched.push(k.clone());
+                        }
+                    }
+                }
+            }
+            if vouched.len() == before {
+                break;
+            }
+        }
+        self.deferred_rotations
+            .retain(|g| !g.iter().any(|k| vouched.contains(k)));
+        for k in vouched {
+            self.deferred.remove(&k);
         }
         self.retired.push(signer.clone());
         self.retired.retain(|k| k != &new);
