@@ -304,7 +304,10 @@ pub trait RecordCursor: Send {
 #[async_trait]
 pub trait RecordReader: Send + Sync {
     /// A cursor over stored items whose sequence is at least `from_seq`
-    /// (`0` or `1` for everything, malformed items included).
+    /// (`1` for every record, malformed items included). `0` reads
+    /// everything stored, also what a backend keys below 1 (a SQLite row
+    /// keyed 0 or below), which cannot be a record but which a verifier must
+    /// see to report.
     ///
     /// # Behavior
     /// Seeking skips items whose sequence is below `from_seq`; it may use the

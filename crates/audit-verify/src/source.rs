@@ -152,6 +152,7 @@ impl Source {
         match self {
             #[cfg(feature = "file")]
             Source::File(p) => {
+                check_file_source(p).map_err(unreadable)?;
                 let log = sink_file::FileLog::open(p).with_name(self.describe());
                 let files = log.files().map_err(|e| unreadable(e.to_string()))?;
                 let starts: HashMap<PathBuf, u64> = files
@@ -198,6 +199,54 @@ impl Source {
             ))),
         }
     }
+}
+
+/// The first 16 bytes of every SQLite database file.
+#[cfg(feature = "file")]
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses what cannot be a file log before reading it as one: a missing
+/// path, and a SQLite database. Read as JSONL, a database is a few malformed
+/// "lines" of binary pages, so a mistyped source would look like a tampered
+/// log, or, with no newline in it, like an empty one.
+#[cfg(feature = "file")]
+fn check_file_source(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    // Follows symbolic links, as the reader will.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{} does not exist", path.display()))
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if !meta.is_file() {
+        // A directory is read as segments; anything else the reader refuses
+        // with its own message.
+        return Ok(());
+    }
+    // O_NONBLOCK and the regular-file check, as for a segment: the path may
+    // have been replaced by a FIFO since the stat.
+    let mut f = sink_file::segments::open_segment(path, false)
+        .map_err(|e| format!("{}: open: {e}", path.display()))?;
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{}: read: {e}", path.display())),
+        }
+    }
+    if &head[..got] == SQLITE_HEADER {
+        return Err(format!(
+            "{} is a SQLite database, not a file log; verify it as sqlite:{}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "object")]

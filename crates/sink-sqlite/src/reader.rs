@@ -54,7 +54,87 @@ pub struct QueryRow {
     pub record: String,
 }
 
-fn open_conn(name: &str, path: &Path) -> Result<Connection, SinkError> {
+/// Where a read connection's view of the database comes from.
+enum Mode {
+    /// SQLite's shared-memory WAL index: a writer has the database open (or
+    /// left its `-wal` behind), so the side files exist and SQLite's locks
+    /// give each read a consistent snapshot.
+    Shared,
+    /// No `-wal` or `-journal`: all of the log is in the main file, read with
+    /// `immutable=1`, which takes no lock and creates no side file. A
+    /// read-only open without it would create `-wal` and `-shm` beside a WAL
+    /// database and leave them there. Immutable reads are trusted only while
+    /// the file is as it was at open ([`Snapshot::check`]).
+    Immutable(Snapshot),
+}
+
+/// What a database file looked like when an immutable read began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+impl Snapshot {
+    fn take(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+
+    /// Fails if a writer may have touched the database since the snapshot:
+    /// a `-wal` or `-journal` appeared, or the file was written or replaced.
+    /// An immutable connection does not see such changes and could read a
+    /// half-checkpointed page; what it read is then not a verdict.
+    fn check(&self, name: &str, path: &Path) -> Result<(), SinkError> {
+        let changed = ["-wal", "-journal"]
+            .iter()
+            .any(|s| side_file(path, s).symlink_metadata().is_ok())
+            || Snapshot::take(path).ok().as_ref() != Some(self);
+        if changed {
+            return Err(SinkError::Backend {
+                sink: name.to_string(),
+                detail: format!(
+                    "{} was opened by a writer while it was being read; read it again",
+                    path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `path` as an SQLite URI filename (`file:` and the path, percent-encoded
+/// outside the characters that cannot be misread as URI syntax).
+fn uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push('?');
+    out.push_str(query);
+    out
+}
+
+fn open_conn(name: &str, path: &Path) -> Result<(Connection, Mode), SinkError> {
     if !path.exists() {
         return Err(SinkError::Config {
             sink: name.to_string(),
@@ -62,33 +142,102 @@ fn open_conn(name: &str, path: &Path) -> Result<Connection, SinkError> {
         });
     }
     crate::error::check_regular_files(name, path)?;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| map(name, path, "open read-only", e))?;
-    match inspect(&conn).map_err(|e| map(name, path, "read schema", e))? {
-        Found::Ours(v) if v <= SCHEMA_VERSION && v > 0 => Ok(conn),
-        Found::Ours(v) => Err(SinkError::Config {
+    let live = ["-wal", "-journal"]
+        .iter()
+        .any(|s| side_file(path, s).symlink_metadata().is_ok());
+    let (conn, mode) = if live {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| map(name, path, "open read-only", e))?;
+        (conn, Mode::Shared)
+    } else {
+        // The snapshot is taken before the open, so a write between the two
+        // is seen by the first check.
+        let snapshot = Snapshot::take(path).map_err(|e| SinkError::Io {
             sink: name.to_string(),
-            detail: format!(
+            op: "stat",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let conn = Connection::open_with_flags(
+            uri(path, "mode=ro&immutable=1"),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| map(name, path, "open read-only", e))?;
+        (conn, Mode::Immutable(snapshot))
+    };
+    let foreign = |detail: String| SinkError::Config {
+        sink: name.to_string(),
+        detail,
+    };
+    match inspect(&conn).map_err(|e| map(name, path, "read schema", e))? {
+        Found::Ours(v) if v <= SCHEMA_VERSION && v > 0 => {}
+        Found::Ours(v) => {
+            return Err(foreign(format!(
                 "{} has schema version {v}; this build reads up to {SCHEMA_VERSION}",
                 path.display()
-            ),
-        }),
-        Found::Empty => Err(SinkError::Config {
-            sink: name.to_string(),
-            detail: format!("{} holds no auditlog schema", path.display()),
-        }),
-        Found::Foreign(why) => Err(SinkError::Config {
-            sink: name.to_string(),
-            detail: format!("{} is not an auditlog database: {why}", path.display()),
-        }),
+            )))
+        }
+        Found::Empty => {
+            return Err(foreign(format!(
+                "{} holds no auditlog schema",
+                path.display()
+            )))
+        }
+        Found::Foreign(why) => {
+            return Err(foreign(format!(
+                "{} is not an auditlog database: {why}",
+                path.display()
+            )))
+        }
     }
+    if let Some(why) = seq_is_not_rowid(&conn).map_err(|e| map(name, path, "read schema", e))? {
+        return Err(foreign(format!(
+            "{} is not an auditlog database: {why}",
+            path.display()
+        )));
+    }
+    Ok((conn, mode))
+}
+
+/// Why `records.seq` is not the table's rowid, if it is not.
+///
+/// The cursor pages through `records` by `seq`, which reads every row exactly
+/// once only if `seq` is unique, never NULL and an integer: only when it is
+/// the rowid itself (`INTEGER PRIMARY KEY` in a rowid table), as in every
+/// schema auditlog has created. In a hand-made table where it is an ordinary
+/// column, rows with a NULL or repeated `seq` would be skipped unseen.
+/// SQLite builds an index of origin `pk` for every primary key except a rowid
+/// alias (`WITHOUT ROWID` tables and `INTEGER PRIMARY KEY DESC` included), so
+/// its absence tells the alias apart.
+fn seq_is_not_rowid(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let keys: Vec<(String, String)> = conn
+        .prepare("SELECT name, upper(type) FROM pragma_table_info('records') WHERE pk > 0")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let pk_index: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_index_list('records') WHERE origin = 'pk'",
+        [],
+        |r| r.get(0),
+    )?;
+    let alias = matches!(keys.as_slice(), [(n, t)] if n == "seq" && t == "INTEGER");
+    Ok((!alias || pk_index > 0)
+        .then(|| "its records table does not have seq as its INTEGER PRIMARY KEY (rowid)".into()))
 }
 
 impl SqliteLog {
-    /// Opens `path` read-only, checking it is an auditlog database.
+    /// Opens `path` read-only, checking it is an auditlog database whose
+    /// `records.seq` is the rowid.
+    ///
+    /// Reading never creates, repairs or locks anything when the database is
+    /// closed (no `-wal` or `-journal` beside it): it is read `immutable`, and
+    /// a read fails if a writer opens the database meanwhile. Beside a live
+    /// database, whose side files exist, it reads through SQLite's shared WAL
+    /// index like any reader.
     pub async fn open_read_only(path: impl Into<PathBuf>) -> Result<Self, SinkError> {
         let path = path.into();
         let log = Self {
@@ -111,8 +260,12 @@ impl SqliteLog {
     pub async fn query(&self, q: &Query) -> Result<Vec<QueryRow>, SinkError> {
         let (name, path, q) = (self.name.clone(), self.path.clone(), q.clone());
         blocking(&self.name, move || {
-            let conn = open_conn(&name, &path)?;
-            let mut sql = String::from("SELECT seq, CAST(record AS BLOB) FROM records WHERE 1=1");
+            let (conn, mode) = open_conn(&name, &path)?;
+            // A row keyed 0 or below cannot be a record of the log (records
+            // start at 1); the verifier reports it, and a query must not
+            // present it as one.
+            let mut sql =
+                String::from("SELECT seq, CAST(record AS BLOB) FROM records WHERE seq > 0");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             for (col, val) in [
                 ("agent_id", &q.agent),
@@ -149,13 +302,17 @@ impl SqliteLog {
                         .map(|(_, _, hash, _)| hash.to_hex().to_string())
                         .unwrap_or_default();
                     Ok(QueryRow {
-                        seq: seq as u64,
+                        seq: u64::try_from(seq).unwrap_or_default(),
                         record_hash,
                         record: String::from_utf8_lossy(&bytes).into_owned(),
                     })
                 })
                 .map_err(err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
+            if let Mode::Immutable(snapshot) = &mode {
+                snapshot.check(&name, &path)?;
+            }
+            Ok(rows)
         })
         .await
     }
@@ -175,14 +332,23 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl RecordReader for SqliteLog {
+    /// From `0`, every row of `records` in rowid order, rows keyed 0 or
+    /// below included: the verifier reads that way, and such a row, though it
+    /// cannot be a record, must be seen to be reported. From `1` on, rows
+    /// keyed at least `from_seq`: the writer's catch-up and backfill read
+    /// records of the chain, never those rows.
     async fn read_from(&self, from_seq: u64) -> Result<Box<dyn RecordCursor>, SinkError> {
         let (name, path) = (self.name.clone(), self.path.clone());
-        let conn = blocking(&self.name, move || open_conn(&name, &path)).await?;
+        let (conn, mode) = blocking(&self.name, move || open_conn(&name, &path)).await?;
+        let next = match from_seq {
+            0 => i64::MIN,
+            n => i64::try_from(n).unwrap_or(i64::MAX),
+        };
         Ok(Box::new(SqliteCursor {
             name: self.name.clone(),
             path: self.path.clone(),
-            conn: Some(conn),
-            next: i64::try_from(from_seq).unwrap_or(i64::MAX),
+            conn: Some((conn, mode)),
+            next,
             max_line: self.max_line,
         }))
     }
@@ -191,7 +357,8 @@ impl RecordReader for SqliteLog {
 struct SqliteCursor {
     name: String,
     path: PathBuf,
-    conn: Option<Connection>,
+    /// `None` once every row has been read.
+    conn: Option<(Connection, Mode)>,
     next: i64,
     max_line: usize,
 }
@@ -209,7 +376,14 @@ impl RecordCursor for SqliteCursor {
             self.max_line,
         );
         let (conn, result) = tokio::task::spawn_blocking(move || {
-            let r = read_rows(&conn, &name, &path, next, max, max_line);
+            let mut r = read_rows(&conn.0, &name, &path, next, max, max_line);
+            // Checked after the read: rows read from a file a writer changed
+            // meanwhile may be torn, and must not reach a verdict.
+            if let (Ok(_), Mode::Immutable(snapshot)) = (&r, &conn.1) {
+                if let Err(e) = snapshot.check(&name, &path) {
+                    r = Err(e);
+                }
+            }
             (conn, r)
         })
         .await
@@ -223,8 +397,12 @@ impl RecordCursor for SqliteCursor {
                 location: Location::Row { rowid, .. },
                 ..
             }) => {
-                self.next = rowid.saturating_add(1);
-                self.conn = Some(conn);
+                // A row keyed i64::MAX is the last there can be; saturating
+                // there would read it again, for ever.
+                if let Some(next) = rowid.checked_add(1) {
+                    self.next = next;
+                    self.conn = Some(conn);
+                }
                 Ok(Some(rows))
             }
             _ => Ok(None),

@@ -7,6 +7,10 @@
 //! - **Version 1** stored both hashes as hex in every row, about a sixth of a
 //!   ~800-byte row. Version 1 databases are read and appended to in their own
 //!   layout; they are never rewritten.
+//!
+//! Databases created by this build also declare `CHECK (seq > 0)`. That is
+//! not a new version: rows are laid out as before, and a version 2 database
+//! without the check (or a version 1 one) is read and appended to as it is.
 
 use rusqlite::Connection;
 
@@ -28,9 +32,16 @@ pub const SCHEMA_VERSION: i32 = 2;
 /// 64 hex digits or `genesis` (docs/FORMAT.md), so the view finds both
 /// hashes at fixed offsets from the end. The offsets count characters, and
 /// that suffix is ASCII. Verification never reads the view, only the text.
+///
+/// `CHECK (seq > 0)`: records start at 1, and the triggers stop UPDATE and
+/// DELETE but not an INSERT, so without it a row keyed 0 or below could be
+/// slipped in beside the chain. Databases created before the check have
+/// version 2 all the same: the row layout did not change, every build reads
+/// and appends to both, and the verifier reports such a row whether or not
+/// the database refuses it (docs/FORMAT.md section 8).
 const CREATE: &str = r#"
     CREATE TABLE records (
-        seq INTEGER PRIMARY KEY,
+        seq INTEGER PRIMARY KEY CHECK (seq > 0),
         record TEXT NOT NULL,
         ts_ns INTEGER,
         agent_id TEXT,
