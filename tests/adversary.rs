@@ -863,3 +863,19 @@ async fn a_second_writer_through_a_symlink_is_refused() {
     }
     drop(first);
 }
+
+/// Hostile hosts: a FIFO given as the public key is refused, not waited on.
+#[test]
+fn a_fifo_as_the_public_key_is_refused() {
+    let log = Log::new(5);
+    let fifo = log.path("key.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &fifo.display().to_string(),
+    ]);
+    assert_exit(&o, 2);
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+}

@@ -105,8 +105,13 @@ async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
     }
     let mut public_keys = Vec::new();
     for path in &args.public_keys {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
+        // A regular file only: a FIFO given as the key must not hang verify.
+        let text = crate::witness::read_regular(path).map_err(|e| {
+            VerifyError::Usage(format!(
+                "public key: {}",
+                e.replacen("witness note ", "", 1)
+            ))
+        })?;
         let key = audit_core::checkpoint::PublicKey::from_vkey(&text)
             .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
         public_keys.push(key);

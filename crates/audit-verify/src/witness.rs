@@ -43,7 +43,7 @@ fn named_seq(name: &str) -> Option<u64> {
 }
 
 /// Opens a regular file without blocking on a FIFO or a device.
-fn read_regular(path: &Path) -> Result<String, WitnessError> {
+pub(crate) fn read_regular(path: &Path) -> Result<String, WitnessError> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
