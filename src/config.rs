@@ -259,6 +259,14 @@ pub struct ObjectOptions {
     /// Retries for temporary errors.
     #[serde(default = "default_retries")]
     pub retries: usize,
+    /// On a store that ignores `If-None-Match`: how long the log's lease
+    /// lasts without renewal (at least three times the longest write).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    30_000
 }
 
 fn default_object_timeout_ms() -> u64 {

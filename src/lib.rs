@@ -150,6 +150,7 @@ pub fn object_config(
     c.min_segment_interval = Duration::from_millis(o.min_segment_interval_ms);
     c.op_timeout = Duration::from_millis(o.op_timeout_ms);
     c.retries = o.retries;
+    c.lease_ttl = Duration::from_millis(o.lease_ttl_ms);
     Ok(c)
 }
 

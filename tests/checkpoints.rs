@@ -392,3 +392,46 @@ async fn idle_logs_write_heartbeat_checkpoints() {
         checkpoints.last().map(|r| r.seq())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_whose_unsigned_members_disagree_with_its_note_is_modified() {
+    // What `audit query` shows of a checkpoint is its members: an edit of
+    // them must not pass because the note under them is intact.
+    let s = Setup::new();
+    s.write(s.key.clone(), None, 35, 0).await;
+    let texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
+    let last_cp = texts
+        .iter()
+        .rposition(|t| String::from_utf8_lossy(t).contains("\"record_type\":\"checkpoint\""))
+        .expect("a checkpoint");
+    let key_id = format!("\"key_id\":\"{}\"", s.key.public().id_hex());
+    for (what, from, to) in [
+        ("key_id", key_id.as_str(), "\"key_id\":\"00000000\""),
+        (
+            "log_id",
+            "\"log_id\":\"audit.test/log\"",
+            "\"log_id\":\"other/log\"",
+        ),
+    ] {
+        // The log cut right after the edited checkpoint, which is re-chained:
+        // it still signs the record before it, and nothing follows it.
+        let mut cut: Vec<Vec<u8>> = texts[..=last_cp].to_vec();
+        let t = String::from_utf8(cut[last_cp].clone()).expect("utf8");
+        assert!(t.contains(from), "{what}: {t}");
+        cut[last_cp] = t.replacen(from, to, 1).into_bytes();
+        recompute_from(&mut cut, last_cp);
+        s.rewrite(&cut);
+        let r = s.check(&[&s.key], false).await;
+        assert!(
+            !r.ok && has(&r, FindingClass::Modified, Severity::Error),
+            "{what}: {}",
+            r.human()
+        );
+        // The same cut without the edit is a valid, signed prefix.
+        let mut clean: Vec<Vec<u8>> = texts[..=last_cp].to_vec();
+        recompute_from(&mut clean, last_cp);
+        s.rewrite(&clean);
+        let r = s.check(&[&s.key], false).await;
+        assert!(r.ok, "{what}, unedited: {}", r.human());
+    }
+}

@@ -154,3 +154,23 @@ async fn a_sinks_common_keys_reach_its_spec() {
         ]
     );
 }
+
+#[cfg(feature = "object")]
+#[test]
+fn the_object_lease_ttl_is_a_config_key() {
+    let text = "[[sinks]]\nkind = \"object\"\nname = \"o\"\nservice = \"memory\"\nlog_id = \"l\"\nlease_ttl_ms = 600000\n";
+    let config = Config::parse(text, Path::new("test.toml"), Default::default()).expect("parse");
+    let auditlog::config::Backend::Object(o) = config.backend(0).expect("backend") else {
+        panic!("not an object sink");
+    };
+    let c = auditlog::object_config(&config, "o", &o).expect("object config");
+    assert_eq!(c.lease_ttl, std::time::Duration::from_secs(600));
+    // Without the key, the default.
+    let text = text.replace("lease_ttl_ms = 600000\n", "");
+    let config = Config::parse(&text, Path::new("test.toml"), Default::default()).expect("parse");
+    let auditlog::config::Backend::Object(o) = config.backend(0).expect("backend") else {
+        panic!("not an object sink");
+    };
+    let c = auditlog::object_config(&config, "o", &o).expect("object config");
+    assert_eq!(c.lease_ttl, std::time::Duration::from_secs(30));
+}

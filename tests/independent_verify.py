@@ -519,8 +519,8 @@ def check_signatures(signed, last_seq, opts, report):
             old = [ident for ident, _ in note.sigs if ident != new]
             cosigned = new in accepted
             old_ok = [i for i in old if i in accepted or (cosigned and i not in keys)]
-            if m.get("new_key") != note.new_key.text:
-                report.error("bad_signature", f"{where}: rotation {seq}: new_key {m.get('new_key')!r} is not the note's key")
+            if m.get("new_key") != note.new_key.text or m.get("log_id") != note.log_id:
+                report.error("modified", f"{where}: rotation {seq}: new_key {m.get('new_key')!r} or log_id is not the note's")
                 continue
             if not old_ok:
                 report.error("bad_signature", f"{where}: rotation {seq} is not signed by a key being retired that verifies")
@@ -555,8 +555,9 @@ def check_signatures(signed, last_seq, opts, report):
         if isinstance(claimed, bool) or claimed != seq - 1 or note.seq != seq - 1:
             report.error("modified", f"{where}: {r['type']} record {seq}: {member} {claimed!r} and the note's {note.seq} must both be {seq - 1}")
             continue
-        if r["type"] == "checkpoint" and (m.get("head_hash") != note.hash or m.get("log_id") != note.log_id):
-            report.error("modified", f"{where}: checkpoint {seq}: head_hash or log_id differs from the note's")
+        if r["type"] == "checkpoint" and (m.get("head_hash") != note.hash or m.get("log_id") != note.log_id
+                                          or m.get("key_id") != signer[1].hex()):
+            report.error("modified", f"{where}: checkpoint {seq}: head_hash, log_id or key_id differs from the note's")
             continue
         if r["prev_hash"] != note.hash:
             report.error("modified", f"{where}: {r['type']} record {seq} signs hash {note.hash} of record {seq - 1}, which hashes to {r['prev_hash']}: the chain was rewritten")
@@ -732,8 +733,8 @@ def parse_args(argv):
             paths.append(a)
     if not paths:
         raise Unreadable("no log given")
-    if (opts.witness or opts.max_age is not None) and not opts.keys:
-        raise Unreadable("--witness and --max-age need --public-key: only a signed note can be trusted")
+    if (opts.witness or opts.max_age is not None or opts.log_id is not None) and not opts.keys:
+        raise Unreadable("--witness, --max-age and --log-id need --public-key: only a signed note can be trusted")
     if opts.keys:
         idents = [k.ident for k in opts.keys]
         if len(set(idents)) != len(idents):

@@ -290,7 +290,7 @@ fn independent_verify() -> Result {
     // Signed logs: checkpoints, the witness, tampering the chain cannot show.
     signed_log_check(&work)?;
     // Sealed logs, key rotations and witnesses built from FORMAT.md by the
-    // Python tests themselves (the writer here does not write seals yet).
+    // Python tests themselves, independently of the writer.
     run(Command::new(python()).arg(root().join("tests/test_independent_verify.py")))?;
     eprintln!("independent verifier: 4 logs verify, preallocated zeros are skipped, tampering, malformed records and a FIFO segment are caught; signed logs agree with audit verify");
     Ok(())

@@ -703,9 +703,8 @@ async fn bench_models(rows: &mut Vec<Row>, base: &Path, secs: u64) {
     }
 }
 
-/// How many pairs of runs, with and without signed checkpoints, measure
-/// their cost.
-const CHECKPOINT_PAIRS: usize = 5;
+/// How many rounds of runs with and without a key measure the seals' cost.
+const SEAL_ROUNDS: usize = 5;
 
 /// How many times each target row runs; the table shows the median run.
 const TARGET_RUNS: usize = 3;
@@ -728,6 +727,89 @@ fn median_run<T>(mut runs: Vec<(f64, T)>) -> (impl Fn(String) -> String, T) {
         }
     };
     (label, median)
+}
+
+/// What the seals cost: runs without a key, with one (a seal ending every
+/// batch and a checkpoint every 1,000 records) and with one and the witness
+/// (written at most once a second, on the same disk), in rounds whose order
+/// rotates, so drift on a noisy machine hits every configuration of a round.
+/// Single runs move by ±10% here, as much as the cost measured, so each row
+/// reports the median of its rounds' own costs against the keyless run of
+/// the same round, and every round's cost.
+async fn bench_seal_cost(rows: &mut Vec<Row>, base: &Path, secs: u64) {
+    let dur = Duration::from_secs(secs);
+    let key = Arc::new(audit_core::checkpoint::KeyPair::generate("bench").expect("key"));
+    for producers in [64usize, 1] {
+        // [no key, key, key + witness] per round.
+        let mut rounds: Vec<[f64; 3]> = Vec::new();
+        // Kept until the end: deleting a run's files makes the disk busy
+        // (online discard) during the next run.
+        let mut dirs = Vec::new();
+        for round in 0..SEAL_ROUNDS {
+            let mut rates = [0.0; 3];
+            for k in 0..3 {
+                let config_ix = (round + k) % 3;
+                let dir = tempfile::tempdir_in(base).expect("tempdir");
+                let checkpoints = (config_ix > 0).then(|| {
+                    let mut cp = audit_core::CheckpointConfig::new(key.clone(), "bench/log");
+                    if config_ix == 2 {
+                        cp.witness_dir = Some(dir.path().join("witness"));
+                    }
+                    cp
+                });
+                let config = WriterConfig {
+                    checkpoints,
+                    ..WriterConfig::default()
+                };
+                let r = measure(
+                    config,
+                    vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
+                    producers,
+                    dur,
+                )
+                .await;
+                rates[config_ix] = r.rate;
+                dirs.push(dir);
+            }
+            rounds.push(rates);
+        }
+        drop(dirs);
+        for (ix, what) in [
+            (1, "seals + checkpoints"),
+            (2, "seals + checkpoints + witness"),
+        ] {
+            let cost = |r: &[f64; 3]| (1.0 - r[ix] / r[0].max(1.0)) * 100.0;
+            let mut costs: Vec<f64> = rounds.iter().map(cost).collect();
+            costs.sort_by(f64::total_cmp);
+            let median = costs[costs.len() / 2];
+            let mut plain: Vec<f64> = rounds.iter().map(|r| r[0]).collect();
+            let mut with: Vec<f64> = rounds.iter().map(|r| r[ix]).collect();
+            plain.sort_by(f64::total_cmp);
+            with.sort_by(f64::total_cmp);
+            let all = costs
+                .iter()
+                .map(|c| format!("{c:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            row(
+                rows,
+                format!(
+                    "durable append, 1 file sink, {producers} producer{}, {what} (median of {SEAL_ROUNDS} rotating rounds)",
+                    if producers == 1 { "" } else { "s" }
+                ),
+                format!(
+                    "{} vs {} without a key (round costs {all})",
+                    fmt_rate(with[with.len() / 2]),
+                    fmt_rate(plain[plain.len() / 2])
+                ),
+                if producers == 64 && ix == 1 {
+                    format!("cost {median:.1}% (target < 5%)")
+                } else {
+                    format!("cost {median:.1}%")
+                },
+            );
+        }
+    }
 }
 
 async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
@@ -814,70 +896,6 @@ async fn bench_appends(rows: &mut Vec<Row>, base: &Path, secs: u64) {
         "not the closed-loop row; every receipt still after fdatasync",
     );
     drop(dir);
-    // Checkpoint cost: runs with and without signed checkpoints (every 1,000
-    // records) in adjacent pairs, so drift on a noisy machine hits both runs
-    // of a pair. Single runs here move by ±10%, as much as the cost measured,
-    // so the row reports the median of the pairs' own costs, and every pair.
-    let key = Arc::new(audit_core::checkpoint::KeyPair::generate("bench").expect("key"));
-    let mut pairs: Vec<(f64, f64)> = Vec::new();
-    // These directories are kept until the end too, and the order alternates.
-    let mut dirs = Vec::new();
-    for round in 0..CHECKPOINT_PAIRS {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        let (mut plain, mut signed) = (0.0, 0.0);
-        for with in order {
-            let dir = tempfile::tempdir_in(base).expect("tempdir");
-            let checkpoints = with.then(|| {
-                let mut cp = audit_core::CheckpointConfig::new(key.clone(), "bench/log");
-                // The witness is on the same disk here; it is written once a second.
-                cp.witness_dir = Some(dir.path().join("witness"));
-                cp
-            });
-            let config = WriterConfig {
-                checkpoints,
-                ..WriterConfig::default()
-            };
-            let r = measure(
-                config,
-                vec![SinkSpec::required(file_sink(dir.path(), "f").await)],
-                64,
-                dur,
-            )
-            .await;
-            if with {
-                signed = r.rate;
-            } else {
-                plain = r.rate;
-            }
-            dirs.push(dir);
-        }
-        pairs.push((plain, signed));
-    }
-    drop(dirs);
-    let cost = |(plain, signed): (f64, f64)| (1.0 - signed / plain.max(1.0)) * 100.0;
-    pairs.sort_by(|a, b| cost(*a).total_cmp(&cost(*b)));
-    let (plain, signed) = pairs[pairs.len() / 2];
-    let all = pairs
-        .iter()
-        .map(|&p| format!("{:.1}%", cost(p)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    row(
-        rows,
-        format!(
-            "durable append, 1 file sink, 64 producers, signed checkpoint every 1,000 records (median of {CHECKPOINT_PAIRS} interleaved pairs)"
-        ),
-        format!(
-            "{} vs {} without (pair costs {all})",
-            fmt_rate(signed),
-            fmt_rate(plain)
-        ),
-        format!("cost {:.1}% (target < 5%)", cost((plain, signed))),
-    );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
     let db = Arc::new(
         SqliteSink::open(SqliteSinkConfig::new("db", dir.path().join("a.db")))
@@ -1261,6 +1279,23 @@ fn machine() -> String {
 }
 
 fn profile_verify_parts() {
+    {
+        let key = audit_core::checkpoint::KeyPair::generate("bench").expect("key");
+        let seal = audit_core::checkpoint::Seal {
+            log_id: "bench/log".into(),
+            seq: 123_456,
+            head: audit_core::Hash32([7; 32]),
+            max_stretch: 1000,
+        };
+        let t = Instant::now();
+        for _ in 0..20_000 {
+            std::hint::black_box(key.sign_note(&seal.body()));
+        }
+        eprintln!(
+            "seal sign_note: {:.0} ns/seal",
+            t.elapsed().as_nanos() as f64 / 2e4
+        );
+    }
     let recs = sample_records(None, 200_000);
     let t = Instant::now();
     for _ in 0..10 {
@@ -1310,10 +1345,12 @@ const USAGE: &str = "usage: audit-bench [--quick] [--only GROUP] [--markdown FIL
 default) for profiling.
 --together-only writes the replicas at most every
 $AUDIT_BENCH_REPLICA_INTERVAL_MS (default 50; 0 as soon as the last write ends).
-GROUP is one of codec, floor, appends, object, sqlite, big. Data goes under
+GROUP is one of codec, floor, appends, seal, object, sqlite, big. Data goes under
 $AUDIT_BENCH_DIR (default target/bench-data).";
 
-const GROUPS: [&str; 6] = ["codec", "floor", "appends", "object", "sqlite", "big"];
+const GROUPS: [&str; 7] = [
+    "codec", "floor", "appends", "seal", "object", "sqlite", "big",
+];
 
 #[derive(Default)]
 struct Args {
@@ -1464,6 +1501,9 @@ fn main() {
         }
         if runs("appends") {
             bench_appends(&mut rows, Path::new(&base), secs).await;
+        }
+        if runs("seal") {
+            bench_seal_cost(&mut rows, Path::new(&base), secs).await;
         }
         if runs("object") {
             bench_object(&mut rows, Path::new(&base), secs).await;

@@ -237,7 +237,7 @@ impl KeyPair {
     /// the existing ones. A note without a blank line before its signatures
     /// is returned unchanged, since there is no body to sign.
     pub fn cosign(&self, note: &str) -> String {
-        let Some(at) = note.find("\n\n") else {
+        let Some(at) = note.rfind("\n\n") else {
             return note.to_string();
         };
         let body = &note[..at + 1];
@@ -281,38 +281,41 @@ impl Checkpoint {
         )
     }
 
+    /// Strict parse: exactly the four lines of [`Checkpoint::body`], in
+    /// canonical form, so a checkpoint has one spelling.
     fn parse_body(body: &str) -> Result<Self, NoteError> {
+        let bad = |m: &str| NoteError::Malformed(m.to_string());
         let lines: Vec<&str> = body
             .strip_suffix('\n')
-            .unwrap_or(body)
+            .ok_or_else(|| bad("a checkpoint body ends with a newline"))?
             .split('\n')
             .collect();
-        let bad = |m: &str| NoteError::Malformed(m.to_string());
-        if lines.len() < 3 {
-            return Err(bad("a checkpoint body has at least 3 lines"));
+        let [log_id, seq, head, time] = lines[..] else {
+            return Err(bad("a checkpoint body has exactly 4 lines"));
+        };
+        if log_id.is_empty() {
+            return Err(bad("a checkpoint names its log on line 1"));
         }
-        let seq: u64 = lines[1]
-            .parse()
-            .map_err(|_| bad("line 2 is not a sequence"))?;
-        let raw = B64
-            .decode(lines[2])
-            .map_err(|_| bad("line 3 is not base64"))?;
+        let seq = parse_decimal(seq).ok_or_else(|| bad("line 2 is not a sequence"))?;
+        let raw = B64.decode(head).map_err(|_| bad("line 3 is not base64"))?;
         let head: [u8; 32] = raw
             .try_into()
             .map_err(|_| bad("line 3 is not a 32-byte hash"))?;
-        let time = lines
-            .iter()
-            .skip(3)
-            .find_map(|l| l.strip_prefix("time "))
-            .map(|t| t.parse::<i64>().map_err(|_| bad("bad time line")))
-            .transpose()?
-            .unwrap_or(0);
-        Ok(Self {
-            log_id: lines[0].to_string(),
+        let time = time
+            .strip_prefix("time ")
+            .and_then(parse_decimal)
+            .and_then(|t| i64::try_from(t).ok())
+            .ok_or_else(|| bad("line 4 is not `time <Unix seconds>`"))?;
+        let cp = Self {
+            log_id: log_id.to_string(),
             seq,
             head: Hash32(head),
             time,
-        })
+        };
+        if cp.body() != body {
+            return Err(bad("checkpoint body is not in canonical form"));
+        }
+        Ok(cp)
     }
 }
 
@@ -354,10 +357,12 @@ fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
 fn split_note(note: &str) -> Result<SplitNote<'_>, NoteError> {
     let bad = |m: &str| NoteError::Malformed(m.to_string());
     let at = note
-        .find("\n\n")
+        .rfind("\n\n")
         .ok_or_else(|| bad("no blank line before the signature"))?;
     let body = &note[..at + 1];
-    let sig_text = note[at + 2..].strip_suffix('\n').unwrap_or(&note[at + 2..]);
+    let sig_text = note[at + 2..]
+        .strip_suffix('\n')
+        .ok_or_else(|| bad("a note ends with a newline"))?;
     if sig_text.is_empty() {
         return Err(bad("a note needs at least one signature line"));
     }
@@ -525,11 +530,18 @@ pub fn verify_rotation(
     keys: &[PublicKey],
 ) -> Result<(PublicKey, PublicKey), NoteError> {
     let (body, signer) = verify_note(note, keys)?;
-    let lines: Vec<&str> = body.trim_end_matches('\n').split('\n').collect();
+    let lines: Vec<&str> = body.strip_suffix('\n').unwrap_or("").split('\n').collect();
     if lines.len() != 3 || lines[1] != "key rotation" {
         return Err(NoteError::Malformed("not a key-rotation note".into()));
     }
-    Ok((PublicKey::from_vkey(lines[2])?, signer))
+    let new = PublicKey::from_vkey(lines[2])?;
+    // One spelling only (from_vkey trims, and base64 has others).
+    if rotation_body(lines[0], &new) != body {
+        return Err(NoteError::Malformed(
+            "key-rotation body is not in canonical form".into(),
+        ));
+    }
+    Ok((new, signer))
 }
 
 /// The witness file name for a checkpoint of record `seq`.
@@ -633,6 +645,59 @@ mod tests {
             Err(NoteError::UnknownKey { .. })
         ));
         assert!(PublicKey::from_vkey("a+00000000+AAAA").is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_or_rotation_note_has_one_spelling() {
+        // Signed by the key itself, so only the parse can refuse them: a
+        // body has exactly one spelling, as the independent verifier reads it.
+        let kp = KeyPair::generate("audit.example").expect("key");
+        let pk = kp.public();
+        let cp = Checkpoint {
+            log_id: "log-1".into(),
+            seq: 42,
+            head: Hash32([9; 32]),
+            time: 1_700_000_000,
+        };
+        let body = cp.body();
+        for bad in [
+            format!("{body}extra\n"),
+            body.replace("\n42\n", "\n042\n"),
+            body.replace("\n42\n", "\n+42\n"),
+            body.replace("time ", "time  "),
+            body.replace("time 1700000000\n", ""),
+            body.replace("time 1700000000", "time -1"),
+            body.replace("=\n", "\n"),
+        ] {
+            assert!(
+                matches!(
+                    verify_checkpoint(&kp.sign_note(&bad), std::slice::from_ref(&pk)),
+                    Err(NoteError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // The note must end with its signature line's newline.
+        let note = kp.sign_note(&body);
+        assert!(matches!(
+            verify_checkpoint(note.trim_end(), std::slice::from_ref(&pk)),
+            Err(NoteError::Malformed(_))
+        ));
+        let new = KeyPair::generate("next.example").expect("key").public();
+        let rotation = rotation_body("log-1", &new);
+        assert!(verify_rotation(&kp.sign_note(&rotation), std::slice::from_ref(&pk)).is_ok());
+        for bad in [
+            format!("{rotation}\n"),
+            rotation.replace(&new.to_vkey(), &format!(" {}", new.to_vkey())),
+        ] {
+            assert!(
+                matches!(
+                    verify_rotation(&kp.sign_note(&bad), std::slice::from_ref(&pk)),
+                    Err(NoteError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     fn seal_fixture() -> Seal {

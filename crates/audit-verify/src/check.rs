@@ -70,6 +70,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                         sealed_seq: Option<u64>,
                         head_hash: Option<String>,
                         new_key: Option<String>,
+                        log_id: Option<String>,
+                        key_id: Option<String>,
                         note: Option<String>,
                     }
                     let f: Option<Fields> = serde_json::from_slice(text).ok();
@@ -80,6 +82,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                             sealed_seq: f.sealed_seq,
                             head_hash: f.head_hash,
                             new_key: f.new_key,
+                            log_id: f.log_id,
+                            key_id: f.key_id,
                             note: f.note,
                         },
                         None => Special {
@@ -88,6 +92,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                             sealed_seq: None,
                             head_hash: None,
                             new_key: None,
+                            log_id: None,
+                            key_id: None,
                             note: None,
                         },
                     })
@@ -229,8 +235,11 @@ pub(crate) struct Classifier {
     /// sequence is found in log time and a hostile interleaving of sequences
     /// cannot make the pass quadratic.
     gaps: std::collections::BTreeMap<u64, Gap>,
-    /// Segment files and the first sequence their names promise.
-    segment_starts: HashMap<PathBuf, u64>,
+    /// Segment files and the sequences their names promise.
+    segment_starts: crate::source::SegmentNames,
+    /// The segment being read whose name promises its last sequence: its
+    /// name, that sequence, the last one read from it, and where.
+    open_end: Option<(PathBuf, u64, u64, Location)>,
     pub signed: Option<Signed>,
 }
 
@@ -238,7 +247,7 @@ impl Classifier {
     pub(crate) fn new(
         strict: bool,
         ours: bool,
-        segment_starts: HashMap<PathBuf, u64>,
+        segment_starts: crate::source::SegmentNames,
         signed: Option<Signed>,
     ) -> Self {
         Self {
@@ -258,6 +267,22 @@ impl Classifier {
             ring: Ring::new(),
             gaps: std::collections::BTreeMap::new(),
             segment_starts,
+            open_end: None,
+        }
+    }
+
+    /// Checks that a segment named `<first>-<last>` ended at `<last>`.
+    fn close_segment(&mut self) {
+        if let Some((_, promised, seen, loc)) = self.open_end.take() {
+            if promised != seen {
+                self.find(
+                    FindingClass::Modified,
+                    Severity::Error,
+                    Some(seen),
+                    &loc,
+                    format!("segment is named as ending at sequence {promised} but its last record is {seen}"),
+                );
+            }
         }
     }
 
@@ -311,8 +336,22 @@ impl Classifier {
             Location::Object { key, line: 1 } => Some(std::path::Path::new(key.as_str())),
             _ => None,
         };
+        if let Location::Object { key, .. } = &loc {
+            if let Some(open) = self.open_end.as_mut() {
+                if open.0.as_os_str() == key.as_str() {
+                    open.2 = s;
+                    open.3 = loc.clone();
+                } else {
+                    self.close_segment();
+                }
+            }
+        }
         if let Some(path) = segment {
-            if let Some(&promised) = self.segment_starts.get(path) {
+            if let Some(&(promised, last)) = self.segment_starts.get(path) {
+                if let Some(last) = last {
+                    self.close_segment();
+                    self.open_end = Some((path.to_path_buf(), last, s, loc.clone()));
+                }
                 if promised != s {
                     self.find(
                         FindingClass::Modified,
@@ -552,6 +591,7 @@ impl Classifier {
 
     /// Timestamps are read from the first and last records only.
     pub(crate) fn finish(&mut self) {
+        self.close_segment();
         if let Some(t) = self.last_text.take() {
             self.last_time = timestamp_of(&t);
         }

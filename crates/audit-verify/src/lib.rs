@@ -239,6 +239,13 @@ fn signatures(
                 "--witness needs --public-key to check the witness's signature".into(),
             ));
         }
+        if options.log_id.is_some() {
+            // Silently ignored, it would look checked: only signed notes
+            // name the log.
+            return Err(VerifyError::Usage(
+                "--log-id needs --public-key: only signed notes name the log".into(),
+            ));
+        }
         if options.max_age.is_some() {
             return Err(VerifyError::Usage(
                 "--max-age needs --public-key: only a signed checkpoint's time can be trusted"

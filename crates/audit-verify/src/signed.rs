@@ -19,6 +19,10 @@ pub(crate) struct Special {
     pub sealed_seq: Option<u64>,
     pub head_hash: Option<String>,
     pub new_key: Option<String>,
+    /// The `log_id` member of a checkpoint or rotation record.
+    pub log_id: Option<String>,
+    /// The `key_id` member of a checkpoint record.
+    pub key_id: Option<String>,
     pub note: Option<String>,
 }
 
@@ -85,6 +89,8 @@ pub(crate) struct Signed {
     any_valid: bool,
     /// The bound stated by the last valid seal: most records between two seals.
     stretch: Option<u64>,
+    /// The sequence of the last valid seal.
+    last_seal: Option<u64>,
     newest_checkpoint: Option<(u64, i64)>,
     /// The key of the last valid signature.
     last_key: Option<PublicKey>,
@@ -113,7 +119,7 @@ fn find(findings: &mut Findings, class: FindingClass, seq: u64, loc: &str, detai
 /// The (name, key ID) of every signature line of a note, unverified.
 fn signers(note: &str) -> Vec<(String, String)> {
     use base64::Engine as _;
-    let Some(at) = note.find("\n\n") else {
+    let Some(at) = note.rfind("\n\n") else {
         return Vec::new();
     };
     note[at + 2..]
@@ -145,6 +151,7 @@ impl Signed {
             covered: 0,
             any_valid: false,
             stretch: None,
+            last_seal: None,
             newest_checkpoint: None,
             last_key: None,
             deferred: BTreeMap::new(),
@@ -210,28 +217,35 @@ impl Signed {
     }
 
     /// A valid signature covers the log through `through`.
-    fn cover(&mut self, findings: &mut Findings, through: u64, loc: &str, key: PublicKey) {
-        if let Some(bound) = self.stretch {
-            // Records strictly between the previous covered point and this
-            // signed record.
-            let between = through.saturating_sub(self.covered).saturating_sub(1);
+    fn cover(&mut self, through: u64, key: PublicKey) {
+        self.covered = self.covered.max(through);
+        self.any_valid = true;
+        self.last_key = Some(key);
+    }
+
+    /// A valid seal at `s`: the stretch since the previous valid seal must
+    /// be within the bound this seal states (the writer seals every batch,
+    /// so a longer one lost seals). Checked from the first valid seal on,
+    /// since a log may have been written without seals before it.
+    fn sealed(&mut self, findings: &mut Findings, s: u64, loc: &str, bound: u64) {
+        if let Some(prev) = self.last_seal {
+            let between = s.saturating_sub(prev).saturating_sub(1);
             if between > bound {
                 find(
                     findings,
                     FindingClass::Unsigned,
-                    self.covered + 1,
+                    prev + 1,
                     loc,
                     format!(
-                        "records {}..{} ({between}) carry no seal, but the writer seals at least every {bound} records: seals were removed",
-                        self.covered + 1,
-                        through - 1
+                        "records {}..{} ({between}) lie between two seals, but the writer seals at least every {bound} records: seals were removed",
+                        prev + 1,
+                        s - 1
                     ),
                 );
             }
         }
-        self.covered = self.covered.max(through);
-        self.any_valid = true;
-        self.last_key = Some(key);
+        self.last_seal = Some(self.last_seal.map_or(s, |p| p.max(s)));
+        self.stretch = Some(bound);
     }
 
     /// Checks one signed record at sequence `s`. `seen` tells whether the
@@ -263,8 +277,12 @@ impl Signed {
                 signer
             }),
             SpecialType::Checkpoint => verify_checkpoint(note, &keys).map(|(cp, signer)| {
+                // Unsigned members a reader may show must say what the note
+                // says: an edit of them is an edit of the log.
                 let fields_agree = special.checkpoint_seq == Some(cp.seq)
-                    && special.head_hash.as_deref() == Some(cp.head.to_hex().as_str());
+                    && special.head_hash.as_deref() == Some(cp.head.to_hex().as_str())
+                    && special.log_id.as_deref() == Some(cp.log_id.as_str())
+                    && special.key_id.as_deref() == Some(signer.id_hex().as_str());
                 if !fields_agree {
                     find(
                         findings,
@@ -293,12 +311,12 @@ impl Signed {
                 }
                 self.commits(findings, s, &loc, "seal", seal.seq, seal.head, seen);
                 self.identity(findings, s, &loc, what, &seal.log_id);
-                self.stretch = Some(seal.max_stretch);
+                self.sealed(findings, s, &loc, seal.max_stretch);
                 signer
             }),
         };
         match result {
-            Ok(signer) => self.cover(findings, s, &loc, signer),
+            Ok(signer) => self.cover(s, signer),
             Err(NoteError::UnknownKey { name, id })
                 if !self
                     .retired
@@ -369,13 +387,15 @@ impl Signed {
         signer: PublicKey,
     ) {
         self.identity(findings, s, loc, "key rotation", origin(note));
-        if special.new_key.as_deref().map(str::trim) != Some(new.to_vkey().as_str()) {
+        if special.new_key.as_deref() != Some(new.to_vkey().as_str())
+            || special.log_id.as_deref() != Some(origin(note))
+        {
             find(
                 findings,
                 FindingClass::Modified,
                 s,
                 loc,
-                "the key rotation record's new_key disagrees with its signed note".into(),
+                "the key rotation record's new_key or log_id disagrees with its signed note".into(),
             );
         }
         // The new key cosigns its rotation: where it did, its line must
@@ -461,13 +481,13 @@ impl Signed {
             );
         } else if last > self.covered {
             let tail = last - self.covered;
-            match self.stretch {
-                Some(bound) if tail > bound => find(
+            match (self.last_seal, self.stretch) {
+                (Some(at), Some(bound)) if last - at > bound => find(
                     findings,
                     FindingClass::Unsigned,
-                    self.covered + 1,
+                    at + 1,
                     end,
-                    format!("the last {tail} record(s) carry no seal, but the writer seals at least every {bound} records"),
+                    format!("the last {} record(s) carry no seal, but the writer seals at least every {bound} records", last - at),
                 ),
                 _ => {
                     findings.push(Finding {

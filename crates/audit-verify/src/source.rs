@@ -8,6 +8,10 @@ use audit_core::RecordReader;
 
 use crate::VerifyError;
 
+/// Segment files and objects, with the first sequence each one's name
+/// promises and, for object names of the old `<first>-<last>` form, the last.
+pub(crate) type SegmentNames = HashMap<PathBuf, (u64, Option<u64>)>;
+
 /// A log to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -143,7 +147,7 @@ impl Source {
     /// sequence each segment file's name promises.
     pub(crate) async fn open(
         &self,
-    ) -> Result<(Arc<dyn RecordReader>, HashMap<PathBuf, u64>, u64), VerifyError> {
+    ) -> Result<(Arc<dyn RecordReader>, SegmentNames, u64), VerifyError> {
         #[allow(unused_variables)] // unused when no backend feature is on
         let unreadable = |e: String| VerifyError::Source {
             name: self.describe(),
@@ -155,9 +159,9 @@ impl Source {
                 check_file_source(p).map_err(unreadable)?;
                 let log = sink_file::FileLog::open(p).with_name(self.describe());
                 let files = log.files().map_err(|e| unreadable(e.to_string()))?;
-                let starts: HashMap<PathBuf, u64> = files
+                let starts: SegmentNames = files
                     .iter()
-                    .filter_map(|(p, s)| s.map(|s| (p.clone(), s)))
+                    .filter_map(|(p, s)| s.map(|s| (p.clone(), (s, None))))
                     .collect();
                 Ok((Arc::new(log), starts, files.len() as u64))
             }
@@ -186,9 +190,9 @@ impl Source {
                 }
                 // Object keys go in as paths: the classifier looks up the
                 // key of a record at `Location::Object { line: 1 }` here.
-                let starts: HashMap<PathBuf, u64> = segments
+                let starts: SegmentNames = segments
                     .iter()
-                    .map(|s| (PathBuf::from(&s.key), s.first))
+                    .map(|s| (PathBuf::from(&s.key), (s.first, s.last)))
                     .collect();
                 Ok((Arc::new(log), starts, segments.len() as u64))
             }

@@ -113,6 +113,38 @@ async fn a_renamed_segment_object_is_reported() {
     );
 }
 
+/// Logs written before 2026-11-27 name segments `<first>-<last>.jsonl`:
+/// both ends are checked, so a segment cut short and renamed to match its
+/// first record still disagrees with its name.
+#[tokio::test]
+async fn an_old_form_segment_name_is_checked_at_both_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path()).await;
+    let segments = dir.path().join("audit/log/segments");
+    for (first, last) in [(1, 4), (5, 8), (9, 12)] {
+        std::fs::rename(
+            segments.join(format!("{first:020}.jsonl")),
+            segments.join(format!("{first:020}-{last:020}.jsonl")),
+        )
+        .expect("rename");
+    }
+    let source = format!("fs:{}?prefix=audit&log=log", dir.path().display());
+    let (code, text) = verify(&source);
+    assert_eq!(code, 0, "the old names, as written: {text}");
+    // The middle segment renamed to claim one record more than it holds.
+    std::fs::rename(
+        segments.join(format!("{:020}-{:020}.jsonl", 5, 8)),
+        segments.join(format!("{:020}-{:020}.jsonl", 5, 9)),
+    )
+    .expect("rename");
+    let (code, text) = verify(&source);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("named as ending at sequence 9 but its last record is 8"),
+        "{text}"
+    );
+}
+
 /// `HEAD` is not read by the verifier: a garbled one changes nothing.
 #[tokio::test]
 async fn verify_ignores_head() {

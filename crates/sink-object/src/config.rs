@@ -81,9 +81,9 @@ pub struct ObjectSinkConfig {
     pub retries: usize,
     /// On a store that does not enforce `If-None-Match` (Garage), how long a
     /// writer's lease on the log lasts without renewal: a writer that died
-    /// without releasing it keeps others out this long. At least twice the
-    /// longest write (`op_timeout` times `retries + 1`, plus backoff) is used,
-    /// whatever is set here. See docs/OBJECT_STORAGE.md.
+    /// without releasing it keeps others out this long. At least three times
+    /// the longest write (`op_timeout` times `retries + 1`, plus backoff) is
+    /// used, whatever is set here. See docs/OBJECT_STORAGE.md.
     pub lease_ttl: Duration,
 }
 
