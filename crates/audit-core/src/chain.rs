@@ -64,6 +64,12 @@ pub fn encode_marker_body<T: Serialize>(
     Ok(())
 }
 
+/// The highest sequence a writer continues from. A real log cannot get near
+/// it (2^63 records at a million a second take 292,000 years), so a head
+/// beyond it was forged or corrupted, and continuing from it would run the
+/// sequence out of its 64 bits: the writer refuses it at start-up.
+pub const MAX_HEAD_SEQUENCE: u64 = 1 << 63;
+
 /// Turns bodies into chained records. It holds the chain head and nothing else;
 /// whoever owns it decides when a sealed record counts (see the writer).
 #[derive(Debug, Clone)]
@@ -89,11 +95,13 @@ impl Sequencer {
     }
 
     /// A sequencer that continues after `head`, or starts a new chain for `None`.
+    /// A head beyond [`MAX_HEAD_SEQUENCE`] is not continued faithfully (the
+    /// sequence saturates instead of wrapping); the writer refuses one.
     pub fn resume(head: Option<ChainHead>) -> Self {
         match head {
             None => Self::new(),
             Some(h) => Self {
-                next_seq: h.seq + 1,
+                next_seq: h.seq.saturating_add(1),
                 prev: PrevHash::Hash(h.hash),
             },
         }
@@ -161,7 +169,8 @@ impl Sequencer {
             Hash32(*hash.as_bytes()),
             Bytes::from(line),
         );
-        self.next_seq += 1;
+        // Never wraps: the writer starts at most at MAX_HEAD_SEQUENCE.
+        self.next_seq = self.next_seq.saturating_add(1);
         self.prev = PrevHash::Hash(record.hash());
         record
     }

@@ -41,6 +41,7 @@ pub mod writer;
 
 pub use chain::{
     encode_entry_body, encode_marker_body, ChainChecker, Link, PreparedBody, Sequencer,
+    MAX_HEAD_SEQUENCE,
 };
 pub use entry::AuditEntry;
 pub use memory::MemorySink;

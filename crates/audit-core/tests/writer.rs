@@ -896,3 +896,78 @@ async fn close_finishes_when_a_sink_is_dropped_while_closing() {
         .text()
         .starts_with(b"{\"record_type\":\"sink_gap\""));
 }
+
+/// A sink whose head is a planted record at sequence `seq`; it stores
+/// nothing else.
+struct PlantedHead {
+    seq: u64,
+}
+
+#[async_trait::async_trait]
+impl audit_core::RecordReader for PlantedHead {
+    async fn read_from(
+        &self,
+        _from_seq: u64,
+    ) -> Result<Box<dyn audit_core::RecordCursor>, audit_core::SinkError> {
+        Err(audit_core::SinkError::Backend {
+            sink: "planted".into(),
+            detail: "no reads".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for PlantedHead {
+    fn name(&self) -> &str {
+        "planted"
+    }
+
+    fn capabilities(&self) -> audit_core::SinkCapabilities {
+        audit_core::SinkCapabilities::persistent(true)
+    }
+
+    async fn head(&self) -> Result<Option<audit_core::ChainHead>, audit_core::SinkError> {
+        Ok(Some(audit_core::ChainHead {
+            seq: self.seq,
+            hash: audit_core::Hash32([3; 32]),
+        }))
+    }
+
+    async fn append(&self, _batch: &audit_core::RecordBatch) -> Result<(), audit_core::SinkError> {
+        Err(audit_core::SinkError::Backend {
+            sink: "planted".into(),
+            detail: "no writes".into(),
+        })
+    }
+}
+
+/// A last record at u64::MAX made the writer wrap to sequence 0: a head no
+/// real log reaches (beyond 2^63) is refused at start-up, naming the sink
+/// and the sequence; as an optional sink it drops out instead of leading.
+#[tokio::test]
+async fn a_head_beyond_2_63_is_refused_not_wrapped() {
+    for seq in [u64::MAX, audit_core::MAX_HEAD_SEQUENCE + 1] {
+        let err = AuditLog::open(
+            WriterConfig::default(),
+            vec![SinkSpec::required(Arc::new(PlantedHead { seq }))],
+        )
+        .await
+        .expect_err("a head beyond 2^63 must be refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("planted") && text.contains(&seq.to_string()),
+            "{text}"
+        );
+        let required = Arc::new(MemorySink::new("required"));
+        let log = open_required_and_optional(
+            WriterConfig::default(),
+            required.clone(),
+            Arc::new(PlantedHead { seq }),
+        )
+        .await;
+        let r = log.append(&sample_entry(3)).await.expect("append");
+        // After the marker recording the sink's absence.
+        assert!(r.seq <= 2, "the log starts over, not after {seq}: {r:?}");
+        log.close().await;
+    }
+}

@@ -32,7 +32,20 @@ async fn with_timeout<T>(
 pub(super) async fn prepare(config: &WriterConfig, sinks: &[SinkSpec]) -> Result<Start, OpenError> {
     let mut heads: Vec<Result<Option<ChainHead>, SinkError>> = Vec::with_capacity(sinks.len());
     for spec in sinks {
-        heads.push(with_timeout(spec.sink.as_ref(), spec.timeout, spec.sink.head()).await);
+        let head = with_timeout(spec.sink.as_ref(), spec.timeout, spec.sink.head()).await;
+        // A head no real log reaches is not continued: the sequence would
+        // run out of its 64 bits. Refused like an unreadable head, so an
+        // optional sink holding one drops out instead of leading.
+        heads.push(match head {
+            Ok(Some(h)) if h.seq > crate::chain::MAX_HEAD_SEQUENCE => Err(SinkError::Backend {
+                sink: spec.sink.name().to_string(),
+                detail: format!(
+                    "its last record has sequence {}, beyond 2^63 that no log reaches: forged or corrupt; refusing to continue from it",
+                    h.seq
+                ),
+            }),
+            other => other,
+        });
     }
     // With a key, no head is trusted (adopted, copied, signed over) before the
     // records after its last seal are authenticated or cut.
