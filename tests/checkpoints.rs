@@ -354,6 +354,56 @@ fn keygen_writes_a_private_key_only_its_owner_can_read() {
     assert_eq!(again.status.code(), Some(2));
 }
 
+/// `--name ../x` wrote `../x.key`, outside `--out`. Signed-note names may
+/// hold `/` (an origin) and may be `..`; the files stay in `--out` whatever
+/// the name, and the key inside keeps the name as given.
+#[test]
+fn keygen_keeps_its_files_inside_out_whatever_the_name() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let out_dir = root.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    for (name, stem) in [
+        ("../x", "%2E.%2Fx"),
+        ("..", "%2E."),
+        ("example.com/log", "example.com%2Flog"),
+        ("a%2Fb", "a%252Fb"),
+        (".hidden", "%2Ehidden"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+            .args(["keygen", "--name", name, "--out"])
+            .arg(&out_dir)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = std::fs::read_to_string(out_dir.join(format!("{stem}.pub")))
+            .unwrap_or_else(|e| panic!("{name}: {stem}.pub: {e}"));
+        let key = audit_core::checkpoint::PublicKey::from_vkey(&public).expect("vkey");
+        assert_eq!(key.name(), name);
+        assert!(out_dir.join(format!("{stem}.key")).is_file(), "{name}");
+    }
+    // Nothing outside `out`.
+    let outside: Vec<_> = std::fs::read_dir(root.path())
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("out")]);
+    // Names the signed-note rules refuse are refused, writing nothing.
+    let before = std::fs::read_dir(&out_dir).expect("dir").count();
+    for bad in ["a+b", "a b", ""] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+            .args(["keygen", "--name", bad, "--out"])
+            .arg(&out_dir)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+    assert_eq!(std::fs::read_dir(&out_dir).expect("dir").count(), before);
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_logs_write_heartbeat_checkpoints() {
     let key = Arc::new(KeyPair::generate("audit.test").expect("key"));

@@ -539,6 +539,20 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
     }
 }
 
+/// The file name stem for a key named `name`. A signed-note key name may
+/// hold `/` (an origin such as `example.com/log`) or be `..`, so it is
+/// percent-encoded (`/`, `\`, `%` and a leading `.`), which keeps the files
+/// inside `--out` and gives distinct names distinct files.
+fn key_file_stem(name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    const FILE_NAME: &AsciiSet = &CONTROLS.add(b'/').add(b'\\').add(b'%');
+    let stem = utf8_percent_encode(name, FILE_NAME).to_string();
+    match stem.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => stem,
+    }
+}
+
 fn keygen(name: &str, out: &std::path::Path) -> i32 {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -549,8 +563,9 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
             return 2;
         }
     };
-    let private = out.join(format!("{name}.key"));
-    let public = out.join(format!("{name}.pub"));
+    let stem = key_file_stem(name);
+    let private = out.join(format!("{stem}.key"));
+    let public = out.join(format!("{stem}.pub"));
     let write = |path: &std::path::Path, mode: u32, text: &str| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
