@@ -485,3 +485,45 @@ async fn a_checkpoint_whose_unsigned_members_disagree_with_its_note_is_modified(
         assert!(r.ok, "{what}, unedited: {}", r.human());
     }
 }
+
+/// `every_records` was honoured only at batch boundaries (10 left 79
+/// records between checkpoints): with 64 producers filling large batches,
+/// no more than `every_records` entries and markers lie between two
+/// checkpoints, or before the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_records_holds_whatever_the_batching() {
+    for every in [1u64, 10, 37] {
+        let key = Arc::new(KeyPair::generate("audit.test").expect("key"));
+        let sink = Arc::new(audit_core::MemorySink::new("mem"));
+        let mut cp = CheckpointConfig::new(key, "audit.test/log");
+        cp.every_records = every;
+        cp.every = Duration::from_secs(3600);
+        cp.heartbeat = Duration::from_secs(3600);
+        let config = WriterConfig {
+            checkpoints: Some(cp),
+            ..WriterConfig::default()
+        };
+        let log = AuditLog::open(config, vec![SinkSpec::required(sink.clone())])
+            .await
+            .expect("open");
+        audit_core::testing::append_concurrently(&log, 64, 20).await;
+        log.close().await;
+        let mut since = 0u64;
+        let mut checkpoints = 0;
+        for r in sink.records() {
+            let text = String::from_utf8_lossy(r.text()).into_owned();
+            if text.starts_with("{\"record_type\":\"checkpoint\"") {
+                checkpoints += 1;
+                since = 0;
+            } else if !text.starts_with("{\"record_type\":\"seal\"") {
+                since += 1;
+                assert!(
+                    since <= every,
+                    "every_records = {every}: record {} is the {since}th since the last checkpoint",
+                    r.seq()
+                );
+            }
+        }
+        assert!(checkpoints as u64 >= 1280 / every, "{every}: {checkpoints}");
+    }
+}

@@ -239,7 +239,9 @@ pub struct CheckpointConfig {
     pub key: Arc<KeyPair>,
     /// The log's identity, the first line of every checkpoint note.
     pub log_id: String,
-    /// A checkpoint after at most this many records.
+    /// A checkpoint after at most this many entries and markers, whatever
+    /// the batching (a batch ends where a checkpoint is due). The `seal`
+    /// ending each batch is not counted.
     pub every_records: u64,
     /// A checkpoint at least this often while records arrive.
     pub every: Duration,
@@ -927,8 +929,18 @@ impl Driver {
 
     async fn start_batch(&mut self, pendings: Vec<Pending>) {
         let prev_head = self.seq.head();
+        // A checkpoint follows at most `every_records` entries and markers,
+        // whatever the batching: the batch ends where the next one is due.
+        let checkpoint_room = self.config.checkpoints.as_ref().map(|cp| {
+            usize::try_from(cp.every_records.saturating_sub(self.since_checkpoint))
+                .unwrap_or(usize::MAX)
+                .max(1)
+        });
         // A bounded number of markers, so max_stretch holds; the rest wait.
-        let take = self.markers.len().min(self.markers_per_batch);
+        let take =
+            self.markers.len().min(self.markers_per_batch).min(
+                checkpoint_room.map_or(usize::MAX, |room| room.saturating_sub(pendings.len())),
+            );
         let marker_bodies: Vec<Vec<u8>> = self.markers.drain(..take).collect();
         let first = self.seq.next_seq();
         for body in &marker_bodies {
@@ -949,6 +961,7 @@ impl Driver {
         loop {
             if waiters.len() >= self.config.batch_max_records
                 || bytes >= self.config.batch_max_bytes
+                || checkpoint_room.is_some_and(|room| waiters.len() + marker_bodies.len() >= room)
             {
                 break;
             }
