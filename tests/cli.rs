@@ -432,3 +432,65 @@ fn append_takes_entries_as_deep_as_the_api_and_rejects_deeper_ones_by_line() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `audit query --json` re-serialized each record (sorted members, numbers
+/// respelled), so its output could not be re-hashed: the record is printed
+/// as stored, byte for byte, and a cut by `--limit` is said.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn query_json_prints_the_stored_record_verbatim_and_says_when_limit_cut() {
+    use audit_core::{RecordBatch, Sequencer, Sink};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("audit.db");
+    let sink = sink_sqlite::SqliteSink::open(sink_sqlite::SqliteSinkConfig::new("db", &db))
+        .await
+        .expect("open");
+    let mut seq = Sequencer::new();
+    let bodies = [
+        r#"{"timestamp":"2026-01-01T00:00:00Z","agent_id":"a","tool_called":"t","arguments":{"z":1,"a":2,"big":123456789012345678901234567890,"e":1E2,"neg":-0,"u":"\u00e9"},"authorization_decision":"allow""#,
+        r#"{"timestamp":"2026-01-01T00:00:01Z","agent_id":"a","tool_called":"t","arguments":{"b":[1.50,2e-3]},"authorization_decision":"allow""#,
+    ];
+    let records: Vec<_> = bodies.iter().map(|b| seq.seal(b.as_bytes())).collect();
+    let stored: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.text()).trim_end().to_string())
+        .collect();
+    sink.append(&RecordBatch::new(records).expect("batch"))
+        .await
+        .expect("append");
+    drop(sink);
+    let source = format!("sqlite:{}", db.display());
+    let out = audit(dir.path(), &["query", &source, "--json"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, text) in lines.iter().zip(&stored) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(v["seq"].as_u64().is_some(), "{line}");
+        assert!(
+            line.ends_with(&format!(",\"record\":{text}}}")),
+            "the stored text, verbatim:\n{line}\n{text}"
+        );
+        assert_eq!(
+            audit_core::record_hash(text.as_bytes()).to_hex(),
+            v["record_hash"].as_str().expect("hash"),
+            "re-hashable"
+        );
+    }
+    assert!(!stderr(&out).contains("--limit"), "{}", stderr(&out));
+    let out = audit(
+        dir.path(),
+        &["query", &source, "--json", "--limit", "1"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        stderr(&out).contains("stopped at --limit 1"),
+        "{}",
+        stderr(&out)
+    );
+}

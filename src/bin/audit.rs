@@ -430,7 +430,8 @@ async fn query(q: QueryArgs) -> i32 {
             task_session_id: q.session.clone(),
             since_ns: parse_time("since", &q.since)?,
             until_ns: parse_time("until", &q.until)?,
-            limit: Some(q.limit),
+            // One more than asked, to tell whether the limit cut the results.
+            limit: Some(q.limit.saturating_add(1)),
         };
         let log = sink_sqlite::SqliteLog::open_read_only(&path)
             .await
@@ -438,23 +439,40 @@ async fn query(q: QueryArgs) -> i32 {
         log.query(&query).await.map_err(|e| e.to_string())
     };
     match run.await {
-        Ok(rows) => {
+        Ok(mut rows) => {
             use std::io::Write;
+            let cut = usize::try_from(q.limit).is_ok_and(|limit| rows.len() > limit);
+            if cut {
+                rows.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+            }
             let mut out = std::io::stdout().lock();
             for r in &rows {
                 let written = if q.json {
-                    // The record as stored, not re-serialized: member order
-                    // and number text stay what the producer gave.
-                    match serde_json::value::RawValue::from_string(r.record.clone()) {
-                        Ok(record) => {
-                            let line = serde_json::json!({"seq": r.seq, "record_hash": r.record_hash, "record": record});
-                            writeln!(out, "{line}")
-                        }
+                    // The record as stored, byte for byte (a `RawValue` is
+                    // written verbatim; a `Value` would sort its members and
+                    // respell its numbers), so it can be re-hashed.
+                    #[derive(serde::Serialize)]
+                    struct Line<'a> {
+                        seq: u64,
+                        record_hash: &'a str,
+                        record: &'a serde_json::value::RawValue,
+                    }
+                    let record: &serde_json::value::RawValue = match serde_json::from_str(&r.record)
+                    {
+                        Ok(raw) => raw,
                         Err(e) => {
                             eprintln!("audit query: row {} does not hold JSON: {e}", r.seq);
                             return 1;
                         }
-                    }
+                    };
+                    let line = Line {
+                        seq: r.seq,
+                        record_hash: &r.record_hash,
+                        record,
+                    };
+                    serde_json::to_writer(&mut out, &line)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| writeln!(out))
                 } else {
                     let v: serde_json::Value = serde_json::from_str(&r.record).unwrap_or_default();
                     // Fields come from the log: escaped, so a record cannot
@@ -486,7 +504,15 @@ async fn query(q: QueryArgs) -> i32 {
                 eprintln!("audit query: cannot write the results: {e}");
                 return 2;
             }
-            eprintln!("{} result(s)", rows.len());
+            if cut {
+                eprintln!(
+                    "{} result(s); stopped at --limit {}: more records match",
+                    rows.len(),
+                    q.limit
+                );
+            } else {
+                eprintln!("{} result(s)", rows.len());
+            }
             0
         }
         Err(e) => {
