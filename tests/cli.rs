@@ -494,3 +494,63 @@ async fn query_json_prints_the_stored_record_verbatim_and_says_when_limit_cut() 
         stderr(&out)
     );
 }
+
+/// `audit append` sorted `arguments`' members, collapsed a duplicate and
+/// respelled numbers. What a producer logged is stored as given, less
+/// insignificant whitespace; a duplicate member is refused with its line.
+#[test]
+fn append_stores_arguments_as_given_and_refuses_duplicate_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = [
+        (r#"{"z":1,"a":2}"#, r#"{"z":1,"a":2}"#),
+        (
+            r#"{ "big" : 123456789012345678901234567890, "e": 1E2, "neg": -0, "f": 1.50 }"#,
+            r#"{"big":123456789012345678901234567890,"e":1E2,"neg":-0,"f":1.50}"#,
+        ),
+        (
+            r#"{"u": "\u00e9\u2028 \ud83d\ude00", "q": "say \"hi\""}"#,
+            r#"{"u":"\u00e9\u2028 \ud83d\ude00","q":"say \"hi\""}"#,
+        ),
+        (r#"[ 1, [ ], { } ]"#, r#"[1,[],{}]"#),
+    ];
+    let mut input = String::new();
+    for (args, _) in &corpus {
+        input.push_str(&format!(
+            "{{\"agent_id\":\"a\",\"tool_called\":\"t\",\"arguments\":{args},\"authorization_decision\":\"allow\"}}\n"
+        ));
+    }
+    input.push_str(
+        "{\"agent_id\":\"a\",\"arguments\":{\"z\":1,\"a\":2,\"a\":3},\"authorization_decision\":\"allow\"}\n",
+    );
+    input.push_str(
+        "{\"agent_id\":\"a\",\"arguments\":{\"o\":{\"k\":1,\"k\":2}},\"authorization_decision\":\"allow\"}\n",
+    );
+    let out = audit(dir.path(), &["append"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 5: rejected")
+            && err.contains("line 6: rejected")
+            && err.contains("twice"),
+        "{err}"
+    );
+    let seg = std::fs::read_to_string(
+        dir.path()
+            .join("audit-data/file/audit-00000000000000000001.jsonl"),
+    )
+    .expect("segment");
+    let lines: Vec<&str> = seg
+        .lines()
+        .filter(|l| l.contains("\"agent_id\":\"a\""))
+        .collect();
+    assert_eq!(lines.len(), corpus.len(), "{seg}");
+    for (line, (_, stored)) in lines.iter().zip(&corpus) {
+        assert!(
+            line.contains(&format!(",\"arguments\":{stored},")),
+            "stored as given:\n{line}\nwant {stored}"
+        );
+    }
+    // And every copy verifies: the stored text is what was hashed.
+    let v = audit(dir.path(), &["verify"], b"");
+    assert_eq!(v.status.code(), Some(0), "{}", stderr(&v));
+}

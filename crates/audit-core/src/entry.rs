@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::arguments::Arguments;
+
 /// One audited action, with the fields of the seed proxy's entry and in the
 /// same member order, so records stay byte-compatible with seed-format logs.
 ///
@@ -34,9 +36,11 @@ pub struct AuditEntry {
     /// The tool the agent called.
     #[serde(default)]
     pub tool_called: String,
-    /// The tool call's arguments, any JSON value.
+    /// The tool call's arguments, any JSON value. Read from JSON text they
+    /// are kept as written (see [`Arguments`]); `e.arguments = json!(…).into()`
+    /// sets them from a `Value`.
     #[serde(default)]
-    pub arguments: serde_json::Value,
+    pub arguments: Arguments,
     /// `allow`, `deny`, or whatever decision vocabulary the service uses.
     #[serde(default)]
     pub authorization_decision: String,
@@ -70,7 +74,7 @@ impl AuditEntry {
             delegation_chain: String::new(),
             task_session_id: String::new(),
             tool_called: String::new(),
-            arguments: serde_json::Value::Object(serde_json::Map::new()),
+            arguments: Arguments::Value(serde_json::Value::Object(serde_json::Map::new())),
             authorization_decision: String::new(),
             policy_matched: None,
             anomaly_flags: Vec::new(),

@@ -13,6 +13,7 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::Value;
 
+use crate::arguments::Arguments;
 use crate::entry::AuditEntry;
 use crate::record::MAX_NESTING;
 
@@ -56,7 +57,11 @@ pub(crate) fn write_entry(entry: &AuditEntry, buf: &mut Vec<u8>) -> Result<(), E
     buf.extend_from_slice(b",\"tool_called\":");
     write_str(&entry.tool_called, buf)?;
     buf.extend_from_slice(b",\"arguments\":");
-    write_value(&entry.arguments, 1, buf)?;
+    match &entry.arguments {
+        Arguments::Value(v) => write_value(v, 1, buf)?,
+        // Checked when it was made: stored as the producer wrote it.
+        Arguments::Json(raw) => buf.extend_from_slice(raw.get().as_bytes()),
+    }
     buf.extend_from_slice(b",\"authorization_decision\":");
     write_str(&entry.authorization_decision, buf)?;
     buf.extend_from_slice(b",\"policy_matched\":");
@@ -237,10 +242,10 @@ mod tests {
     #[test]
     fn refuses_arguments_nested_past_the_limit() {
         let mut e = AuditEntry::new(uuid::Uuid::nil());
-        e.arguments = nested(MAX_NESTING);
+        e.arguments = nested(MAX_NESTING).into();
         assert_same(&e);
         for levels in [MAX_NESTING + 1, 1000] {
-            e.arguments = nested(levels);
+            e.arguments = nested(levels).into();
             let mut buf = b"kept".to_vec();
             assert!(matches!(
                 write_entry(&e, &mut buf),

@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod arguments;
 pub mod chain;
 pub mod checkpoint;
 pub mod entry;
@@ -39,6 +40,7 @@ pub mod testing;
 pub mod worker;
 pub mod writer;
 
+pub use arguments::{Arguments, ArgumentsError};
 pub use chain::{
     encode_entry_body, encode_marker_body, ChainChecker, Link, PreparedBody, Sequencer,
     MAX_HEAD_SEQUENCE,

@@ -322,7 +322,7 @@ prop_compose! {
         e.agent_id = agent;
         e.tool_called = tool;
         e.authorization_decision = decision;
-        e.arguments = args;
+        e.arguments = args.into();
         e.anomaly_flags = flags.clone();
         e.inspection_findings = flags;
         e.latency_ms = latency;

@@ -631,7 +631,7 @@ async fn oversized_entry_is_refused_and_nothing_is_written() {
         .await
         .expect("open");
     let mut e = sample_entry(1);
-    e.arguments = serde_json::json!({"blob": "x".repeat(10_000)});
+    e.arguments = serde_json::json!({"blob": "x".repeat(10_000)}).into();
     assert!(matches!(
         log.append(&e).await,
         Err(AppendError::TooLarge { max: 4096, .. })
@@ -662,17 +662,17 @@ async fn too_deeply_nested_entry_is_refused_and_the_deepest_allowed_is_logged() 
         .await
         .expect("open");
     let mut e = sample_entry(1);
-    e.arguments = nested(audit_core::MAX_NESTING + 1);
+    e.arguments = nested(audit_core::MAX_NESTING + 1).into();
     let err = log.append(&e).await.expect_err("too deep");
     assert!(matches!(err, AppendError::TooDeep { max: 128 }), "{err}");
     // Hostile depth is refused without recursing through it.
-    e.arguments = nested(100_000);
+    e.arguments = nested(100_000).into();
     assert!(matches!(
         log.append(&e).await,
         Err(AppendError::TooDeep { .. })
     ));
     std::mem::forget(std::mem::take(&mut e.arguments)); // serde_json drops recursively
-    e.arguments = nested(audit_core::MAX_NESTING);
+    e.arguments = nested(audit_core::MAX_NESTING).into();
     assert_eq!(log.append(&e).await.expect("deepest allowed").seq, 1);
     log.close().await;
     let stored = a.records();

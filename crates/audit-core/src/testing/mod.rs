@@ -50,7 +50,8 @@ pub fn sample_entry(i: u64) -> AuditEntry {
         "path": format!("/srv/p{}/r{}.csv", i % 31, i),
         "limit": 100 + (i % 50),
         "score": (i as f64) / 7.0,
-    });
+    })
+    .into();
     e.authorization_decision = if i.is_multiple_of(10) {
         "deny"
     } else {
@@ -227,11 +228,11 @@ pub async fn large_and_unusual_entries(h: &dyn Harness) {
     let sink = h.open("unusual").await;
     let mut entries = Vec::new();
     let mut big = sample_entry(1);
-    big.arguments = serde_json::json!({ "blob": "x".repeat(1 << 20) });
+    big.arguments = serde_json::json!({ "blob": "x".repeat(1 << 20) }).into();
     entries.push(big);
     let mut uni = sample_entry(2);
     uni.agent_id = "agént-ß-日本語-🦀-עברית-\u{0301}".into();
-    uni.arguments = serde_json::json!({ "text": "ctrl:\u{0}\u{1}\u{8}\t\n\r\u{1f}\u{7f} sep:\u{2028}\u{2029} \"quoted\" \\back\\", "emoji": "👩‍👩‍👧" });
+    uni.arguments = serde_json::json!({ "text": "ctrl:\u{0}\u{1}\u{8}\t\n\r\u{1f}\u{7f} sep:\u{2028}\u{2029} \"quoted\" \\back\\", "emoji": "👩‍👩‍👧" }).into();
     entries.push(uni);
     let mut seq = Sequencer::new();
     let recs: Vec<Record> = entries
