@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use audit_core::{AuditEntry, AuditLog, MemorySink, SinkSpec, WriterConfig};
+//! use audit_core::{Arguments, AuditEntry, AuditLog, MemorySink, SinkSpec, WriterConfig};
 //!
 //! # tokio_test_block_on(async {
 //! let sink = Arc::new(MemorySink::new("mem"));
@@ -14,10 +14,16 @@
 //!     .expect("open");
 //! let mut entry = AuditEntry::new(uuid::Uuid::new_v4());
 //! entry.tool_called = "read_file".into();
+//! // Bytes the service already has are stored as written (member order,
+//! // number spelling), less whitespace.
+//! entry.arguments = Arguments::from_json(r#"{"path": "/srv/a.csv", "limit": 1E3}"#).expect("JSON");
 //! let receipt = log.append(&entry).await.expect("append");
 //! assert_eq!(receipt.seq, 1);
 //! log.close().await;
-//! assert_eq!(sink.records().len(), 1);
+//! let stored = sink.records();
+//! assert!(std::str::from_utf8(stored[0].text())
+//!     .expect("UTF-8")
+//!     .contains(r#""arguments":{"path":"/srv/a.csv","limit":1E3}"#));
 //! # });
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
