@@ -161,3 +161,53 @@ pub async fn open(config: &Config) -> Result<AuditLog, BuildError> {
     let sinks = open_sinks(config).await?;
     Ok(AuditLog::open(writer, sinks).await?)
 }
+
+/// What `audit verify --config` checks: every sink of `config` as a source,
+/// and its `[log.checkpoints]` (the public halves of `key_file` and
+/// `previous_key_file`, oldest first; `witness_dir`; `log_id`). Read by the
+/// same parser as `audit append`, so a config that `append` refuses cannot be
+/// verified as something else. Opens nothing and creates nothing.
+pub fn verify_plan(config: &Config) -> Result<audit_verify::cli::FromConfig, ConfigError> {
+    use audit_verify::Source;
+    let invalid = |detail: String| ConfigError::Invalid {
+        path: config.origin.clone(),
+        detail,
+    };
+    let mut sources = Vec::new();
+    for i in 0..config.sinks.len() {
+        let source = match config.backend(i)? {
+            Backend::File(o) => Source::File(config.resolve(&o.dir)),
+            Backend::Sqlite(o) => Source::Sqlite(config.resolve(&o.path)),
+            Backend::Object(o) => match o.service.as_str() {
+                "fs" => Source::Fs {
+                    root: config.resolve(o.root.as_deref().unwrap_or(std::path::Path::new("."))),
+                    prefix: o.prefix.clone(),
+                    log_id: Some(o.log_id.clone()),
+                },
+                "s3" => Source::S3 {
+                    bucket: o.bucket.clone().unwrap_or_default(),
+                    prefix: o.prefix.clone(),
+                    endpoint: o.endpoint.clone(),
+                    region: o.region.clone(),
+                    log_id: Some(o.log_id.clone()),
+                },
+                other => {
+                    return Err(invalid(format!(
+                        "sinks[{i}].service {other:?} holds nothing another process can read"
+                    )))
+                }
+            },
+        };
+        sources.push(source);
+    }
+    let mut checks = audit_verify::ConfigChecks::default();
+    if let Some(cp) = config.writer_config()?.checkpoints {
+        checks
+            .keys
+            .extend(cp.previous_key.as_ref().map(|k| k.public()));
+        checks.keys.push(cp.key.public());
+        checks.witness = cp.witness_dir.clone();
+        checks.log_id = Some(cp.log_id.clone());
+    }
+    Ok(audit_verify::cli::FromConfig { sources, checks })
+}

@@ -90,10 +90,9 @@ fn examples_parse() {
     for entry in std::fs::read_dir(dir).expect("examples") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let sources =
-                audit_verify::sources_from_config(&path).expect("verify reads the same config");
-            assert!(!sources.is_empty());
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let plan = auditlog::verify_plan(&config).expect("verify reads the same config");
+            assert_eq!(plan.sources.len(), config.sinks.len());
             n += 1;
         }
     }
@@ -173,4 +172,59 @@ fn the_object_lease_ttl_is_a_config_key() {
     };
     let c = auditlog::object_config(&config, "o", &o).expect("object config");
     assert_eq!(c.lease_ttl, std::time::Duration::from_secs(30));
+}
+
+/// `audit verify --config` had its own lax reader that ignored typos
+/// CONFIG.md calls errors: a config is read one way, by `audit append`'s
+/// parser, and the standalone `audit-verify` refuses `--config` rather than
+/// read it another way.
+#[test]
+fn verify_reads_a_config_as_append_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = \"log\"\n",
+    )
+    .expect("write");
+    let append = std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(["append", "--config"])
+        .arg(&good)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"{\"agent_id\":\"a\"}\n")?;
+            c.wait()
+        })
+        .expect("append");
+    assert!(append.success());
+    let verify = |config: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_audit"))
+            .args(["verify", "--config"])
+            .arg(config)
+            .output()
+            .expect("verify")
+    };
+    assert_eq!(verify(&good).status.code(), Some(0));
+    for (text, key) in [
+        (
+            "[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = \"log\"\nmax_segment_byte = 5\n",
+            "max_segment_byte",
+        ),
+        (
+            "[log]\nbatch_max_recordz = 5\n[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = \"log\"\n",
+            "batch_max_recordz",
+        ),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).expect("write");
+        let out = verify(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(key) && err.contains("bad.toml"), "{err}");
+    }
 }

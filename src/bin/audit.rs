@@ -117,17 +117,23 @@ fn main() -> ExitCode {
     let code = rt.block_on(async move {
         match cli.command {
             Command::Append { config, receipts } => append(config.as_ref(), receipts).await,
-            Command::Verify(mut args) => {
-                if args.sources.is_empty() && args.config.is_none() {
-                    match default_sources() {
-                        Ok(s) => args.sources = s,
-                        Err(e) => {
-                            eprintln!("audit verify: {e}");
-                            return 2;
-                        }
+            Command::Verify(args) => {
+                // The config is read here, by the parser `audit append` uses;
+                // without sources or --config, the embedded default's sinks.
+                let config = match (&args.config, args.sources.is_empty()) {
+                    (Some(path), _) => Some(Config::load(path)),
+                    (None, true) => Some(Config::embedded_default()),
+                    (None, false) => None,
+                };
+                let plan = match config.map(|c| c.and_then(|c| auditlog::verify_plan(&c))) {
+                    Some(Ok(plan)) => Some(plan),
+                    Some(Err(e)) => {
+                        eprintln!("audit verify: {e}");
+                        return 2;
                     }
-                }
-                audit_verify::cli::run(args).await
+                    None => None,
+                };
+                audit_verify::cli::run_with(args, plan).await
             }
             Command::Query(q) => query(q).await,
             Command::Resync { config } => resync(config.as_ref()).await,
@@ -135,45 +141,6 @@ fn main() -> ExitCode {
         }
     });
     ExitCode::from(u8::try_from(code).unwrap_or(2))
-}
-
-fn default_sources() -> Result<Vec<String>, String> {
-    let config = load_config(None)?;
-    let mut out = Vec::new();
-    for i in 0..config.sinks.len() {
-        match config.backend(i).map_err(|e| e.to_string())? {
-            Backend::File(o) => out.push(format!("file:{}", config.resolve(&o.dir).display())),
-            Backend::Sqlite(o) => out.push(format!("sqlite:{}", config.resolve(&o.path).display())),
-            Backend::Object(o) => match o.service.as_str() {
-                "fs" => out.push(format!(
-                    "fs:{}?prefix={}&log={}",
-                    config
-                        .resolve(o.root.as_deref().unwrap_or(std::path::Path::new(".")))
-                        .display(),
-                    o.prefix,
-                    o.log_id
-                )),
-                "s3" => {
-                    let mut s = format!(
-                        "s3://{}/{}?log={}",
-                        o.bucket.clone().unwrap_or_default(),
-                        o.prefix,
-                        o.log_id
-                    );
-                    if let Some(e) = &o.endpoint {
-                        s.push_str(&format!("&endpoint={e}"));
-                    }
-                    if let Some(r) = &o.region {
-                        s.push_str(&format!("&region={r}"));
-                    }
-                    out.push(s);
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
-    Ok(out)
 }
 
 async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {

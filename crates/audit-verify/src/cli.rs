@@ -2,7 +2,19 @@
 
 use std::path::PathBuf;
 
-use crate::{checks_from_config, sources_from_config, verify, Source, VerifyError, VerifyOptions};
+use crate::{verify, ConfigChecks, Source, VerifyError, VerifyOptions};
+
+/// What a config file gives a verification: its sinks as sources and its
+/// `[log.checkpoints]` as checks. The `audit` binary builds it with the same
+/// parser `audit append` uses, so a config is read one way only.
+#[derive(Debug, Clone, Default)]
+pub struct FromConfig {
+    /// Every sink of the config, as a source.
+    pub sources: Vec<Source>,
+    /// The checkpoint key's public half (and the previous one's), the
+    /// witness directory and the log id.
+    pub checks: ConfigChecks,
+}
 
 /// Arguments of `audit-verify` / `audit verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -10,7 +22,9 @@ pub struct VerifyArgs {
     /// Logs to check: `file:PATH` (a file or a segment directory),
     /// `sqlite:PATH`, or a bare path (a file). Several are compared.
     pub sources: Vec<String>,
-    /// Check every sink named in this config file.
+    /// Check every sink named in this config file, with its checkpoint key,
+    /// witness and log id (`audit verify` only: it reads the config as
+    /// `audit append` does).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the report as JSON (schema in docs/VERIFY.md).
@@ -46,8 +60,16 @@ pub const EXIT_FINDINGS: i32 = 1;
 pub const EXIT_ERROR: i32 = 2;
 
 /// Runs a verification, prints the report, and returns the exit status.
+/// `--config` is refused here: see [`run_with`].
 pub async fn run(args: VerifyArgs) -> i32 {
-    match run_inner(&args).await {
+    run_with(args, None).await
+}
+
+/// [`run`] with what the caller read from `--config`, or from its default
+/// config when no source is named (the `audit` binary, whose config parser
+/// is the writer's).
+pub async fn run_with(args: VerifyArgs, config: Option<FromConfig>) -> i32 {
+    match run_inner(&args, config).await {
         Ok(report) => {
             let text = if args.json {
                 match serde_json::to_string_pretty(&report) {
@@ -88,12 +110,27 @@ fn complain(message: &str) {
     let _ = writeln!(std::io::stderr(), "audit-verify: {message}");
 }
 
-async fn run_inner(args: &VerifyArgs) -> Result<crate::Report, VerifyError> {
+async fn run_inner(
+    args: &VerifyArgs,
+    config: Option<FromConfig>,
+) -> Result<crate::Report, VerifyError> {
     let mut sources = Vec::new();
-    let mut from_config = crate::ConfigChecks::default();
-    if let Some(config) = &args.config {
-        sources.extend(sources_from_config(config)?);
-        from_config = checks_from_config(config)?;
+    let mut from_config = ConfigChecks::default();
+    match (&args.config, config) {
+        (_, Some(c)) => {
+            sources.extend(c.sources);
+            from_config = c.checks;
+        }
+        (Some(path), None) => {
+            // A second, laxer reading of the config would verify something
+            // other than what `audit append` writes.
+            return Err(VerifyError::Usage(format!(
+                "--config {}: audit-verify reads no config; `audit verify --config {}` reads it as `audit append` does",
+                path.display(),
+                path.display()
+            )));
+        }
+        (None, _) => {}
     }
     for s in &args.sources {
         sources.push(Source::parse(s)?);

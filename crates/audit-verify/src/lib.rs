@@ -31,7 +31,7 @@ pub use finding::{
     escape_terminal, CheckpointAge, ClassCount, Finding, FindingClass, Report, Severity,
     SourceReport,
 };
-pub use source::{checks_from_config, sources_from_config, ConfigChecks, Source};
+pub use source::{ConfigChecks, Source};
 
 use audit_core::StoredRecord;
 use check::{analyze, Analyzed, Classifier};

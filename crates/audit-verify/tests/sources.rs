@@ -492,3 +492,23 @@ async fn a_closed_database_at_a_path_with_uri_syntax_is_read() {
     assert_eq!(v["sources"][0]["records"], 3, "{}", text(&out));
     assert_eq!(listing(dir.path()), before);
 }
+
+/// The standalone verifier reads no config: a second reading of it, laxer
+/// than `audit append`'s, would check something else than what is written.
+#[test]
+fn config_is_refused_here_and_pointed_to_audit_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        "[[sinks]]\nkind = \"file\"\nname = \"f\"\ndir = \"log\"\n",
+    )
+    .expect("write");
+    let out = verify(&["--config", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`audit verify --config"),
+        "{}",
+        text(&out)
+    );
+}
