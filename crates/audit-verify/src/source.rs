@@ -45,17 +45,36 @@ pub enum Source {
     },
 }
 
-fn query_params(q: &str) -> Result<Vec<(String, String)>, VerifyError> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    VerifyError::Usage(format!("source parameter {p:?} is not key=value"))
-                })
-        })
-        .collect()
+/// The parameters of a source URL, percent-decoded (`url`'s
+/// `application/x-www-form-urlencoded` reading: `+` is a space, so write a
+/// plus as `%2B`); each name at most once and one of `known`.
+fn query_params(
+    spec: &str,
+    url: &url::Url,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, VerifyError> {
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in url.query_pairs() {
+        if !known.contains(&k.as_ref()) {
+            return Err(VerifyError::Usage(format!(
+                "source {spec:?}: unknown parameter {k:?} ({})",
+                known.join(", ")
+            )));
+        }
+        if out.insert(k.to_string(), v.into_owned()).is_some() {
+            return Err(VerifyError::Usage(format!(
+                "source {spec:?}: parameter {k:?} given twice"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// A URL's path, percent-decoded, as a file-system path (any bytes).
+fn decoded_path(path: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 impl Source {
@@ -67,52 +86,47 @@ impl Source {
         if let Some(p) = spec.strip_prefix("sqlite:") {
             return Ok(Source::Sqlite(p.into()));
         }
-        if let Some(rest) = spec.strip_prefix("fs:") {
-            let (dir, q) = rest.split_once('?').unwrap_or((rest, ""));
-            let mut prefix = String::new();
-            let mut log_id = None;
-            for (k, v) in query_params(q)? {
-                match k.as_str() {
-                    "prefix" => prefix = v,
-                    "log" => log_id = Some(v),
-                    other => {
-                        return Err(VerifyError::Usage(format!(
-                            "source {spec:?}: unknown parameter {other:?} (prefix, log)"
-                        )))
-                    }
-                }
+        if spec.starts_with("fs:") || spec.starts_with("s3://") {
+            // One reading of source URLs, by the `url` crate, with
+            // percent-decoding; `file:` and `sqlite:` take the rest verbatim.
+            let url = url::Url::parse(spec)
+                .map_err(|e| VerifyError::Usage(format!("source {spec:?}: {e}")))?;
+            if url.fragment().is_some() {
+                return Err(VerifyError::Usage(format!(
+                    "source {spec:?}: a fragment (`#…`) means nothing here"
+                )));
             }
-            return Ok(Source::Fs {
-                root: dir.into(),
-                prefix,
-                log_id,
-            });
-        }
-        if let Some(rest) = spec.strip_prefix("s3://") {
-            let (path, q) = rest.split_once('?').unwrap_or((rest, ""));
-            let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+            if url.scheme() == "fs" {
+                let mut q = query_params(spec, &url, &["prefix", "log"])?;
+                let root = decoded_path(url.path());
+                if root.as_os_str().is_empty() {
+                    return Err(VerifyError::Usage(format!("source {spec:?}: no directory")));
+                }
+                return Ok(Source::Fs {
+                    root,
+                    prefix: q.remove("prefix").unwrap_or_default(),
+                    log_id: q.remove("log"),
+                });
+            }
+            let bucket = url.host_str().unwrap_or_default().to_string();
             if bucket.is_empty() {
                 return Err(VerifyError::Usage(format!("source {spec:?}: no bucket")));
             }
-            let (mut endpoint, mut region, mut log_id) = (None, None, None);
-            for (k, v) in query_params(q)? {
-                match k.as_str() {
-                    "endpoint" => endpoint = Some(v),
-                    "region" => region = Some(v),
-                    "log" => log_id = Some(v),
-                    other => {
-                        return Err(VerifyError::Usage(format!(
-                            "source {spec:?}: unknown parameter {other:?} (endpoint, region, log)"
-                        )))
-                    }
-                }
+            if url.port().is_some() || !url.username().is_empty() || url.password().is_some() {
+                return Err(VerifyError::Usage(format!(
+                    "source {spec:?}: s3://BUCKET/PREFIX takes no port or credentials (endpoint=URL; AWS_ACCESS_KEY_ID)"
+                )));
             }
+            let mut q = query_params(spec, &url, &["endpoint", "region", "log"])?;
+            let prefix = percent_encoding::percent_decode_str(url.path())
+                .decode_utf8()
+                .map_err(|e| VerifyError::Usage(format!("source {spec:?}: prefix: {e}")))?;
             return Ok(Source::S3 {
-                bucket: bucket.into(),
-                prefix: prefix.trim_matches('/').into(),
-                endpoint,
-                region,
-                log_id,
+                bucket,
+                prefix: prefix.trim_matches('/').to_string(),
+                endpoint: q.remove("endpoint"),
+                region: q.remove("region"),
+                log_id: q.remove("log"),
             });
         }
         if let Some((scheme, _)) = spec.split_once("://") {
@@ -333,4 +347,54 @@ pub struct ConfigChecks {
     pub witness: Option<PathBuf>,
     /// `log_id`.
     pub log_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_urls_are_read_by_the_url_crate_with_percent_decoding() {
+        let s = Source::parse("fs:/srv/my%20objects?prefix=a%2Fb&log=host%2B1").expect("fs");
+        assert!(
+            matches!(&s, Source::Fs { root, prefix, log_id }
+                if root == Path::new("/srv/my objects") && prefix == "a/b" && log_id.as_deref() == Some("host+1")),
+            "{s:?}"
+        );
+        let s = Source::parse(
+            "s3://audit/prod/x?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage&log=h1",
+        )
+        .expect("s3");
+        assert!(
+            matches!(&s, Source::S3 { bucket, prefix, endpoint, region, log_id }
+                if bucket == "audit" && prefix == "prod/x"
+                    && endpoint.as_deref() == Some("http://127.0.0.1:3900")
+                    && region.as_deref() == Some("garage") && log_id.as_deref() == Some("h1")),
+            "{s:?}"
+        );
+        // An unencoded endpoint in the query still reads as written.
+        let s = Source::parse("s3://audit?endpoint=http://127.0.0.1:3900&log=h1").expect("s3");
+        assert!(
+            matches!(&s, Source::S3 { endpoint, prefix, .. }
+                if endpoint.as_deref() == Some("http://127.0.0.1:3900") && prefix.is_empty()),
+            "{s:?}"
+        );
+        // `file:` and `sqlite:` paths are taken verbatim, `%` and `?` included.
+        let s = Source::parse("file:/tmp/a%20b?c").expect("file");
+        assert!(
+            matches!(&s, Source::File(p) if p == Path::new("/tmp/a%20b?c")),
+            "{s:?}"
+        );
+        for bad in [
+            "fs:/srv?log=a&log=b",
+            "fs:/srv?colour=blue",
+            "s3://audit/p?log=a#frag",
+            "s3:///p?log=a",
+            "s3://user:pw@audit/p",
+            "s3://audit:9000/p",
+            "s3://audit/%FF?log=a",
+        ] {
+            assert!(Source::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
