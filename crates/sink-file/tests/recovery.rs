@@ -455,3 +455,18 @@ async fn a_sparse_terabyte_tail_is_skipped_not_read() {
     drop(sink);
     assert_eq!(fs::metadata(&segment).expect("stat").len(), data_len);
 }
+
+/// One writer per log: a second file sink on the same directory is refused,
+/// in this process and in another.
+#[tokio::test]
+async fn a_second_writer_is_refused_in_this_process_and_another() {
+    audit_core::testing::one_writer(
+        "a_second_writer_is_refused_in_this_process_and_another",
+        |dir| async move {
+            FileSink::open(FileSinkConfig::new("file", dir))
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Sink>)
+        },
+    )
+    .await;
+}

@@ -181,3 +181,22 @@ async fn a_last_segment_ending_before_its_name_starts_is_refused() {
         "{msg}"
     );
 }
+
+/// One writer per log on a local (`fs`) store: a second object sink on the
+/// same log is refused, in this process and in another.
+#[tokio::test]
+async fn a_second_writer_is_refused_in_this_process_and_another() {
+    audit_core::testing::one_writer(
+        "a_second_writer_is_refused_in_this_process_and_another",
+        |dir| async move {
+            std::fs::create_dir_all(&dir).map_err(|e| audit_core::SinkError::Backend {
+                sink: "obj".into(),
+                detail: e.to_string(),
+            })?;
+            ObjectSink::open(fs_config(&dir))
+                .await
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Sink>)
+        },
+    )
+    .await;
+}

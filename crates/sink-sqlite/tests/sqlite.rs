@@ -539,3 +539,22 @@ async fn an_oversized_index_column_is_a_short_finding() {
         .expect("agent_id");
     assert_eq!(agent.len(), (16 << 20) + 1);
 }
+
+/// One writer per database: a second SQLite sink on it is refused, in this
+/// process and in another.
+#[tokio::test]
+async fn a_second_writer_is_refused_in_this_process_and_another() {
+    audit_core::testing::one_writer(
+        "a_second_writer_is_refused_in_this_process_and_another",
+        |dir| async move {
+            std::fs::create_dir_all(&dir).map_err(|e| SinkError::Backend {
+                sink: "db".into(),
+                detail: e.to_string(),
+            })?;
+            SqliteSink::open(SqliteSinkConfig::new("db", dir.join("audit.db")))
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Sink>)
+        },
+    )
+    .await;
+}

@@ -491,3 +491,53 @@ impl Sink for FaultySink {
         self.inner.append(batch).await
     }
 }
+
+/// The environment variable that makes [`one_writer`] the second writer, in
+/// a child process: it names the log's directory.
+pub const ONE_WRITER_CHILD: &str = "AUDIT_ONE_WRITER_CHILD";
+
+/// Checks a backend's one-writer lock: with a sink open on the log in
+/// `dir`, a second one is refused with [`SinkError::InUse`] in this process
+/// and in another (this test binary run again as `test_name --exact`, with
+/// [`ONE_WRITER_CHILD`] naming `dir`). `open` opens a sink on the log in the
+/// directory it is given. Call it from a `#[tokio::test]` named `test_name`.
+pub async fn one_writer<F, Fut>(test_name: &str, open: F)
+where
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Arc<dyn Sink>, crate::SinkError>>,
+{
+    if let Some(dir) = std::env::var_os(ONE_WRITER_CHILD) {
+        // The child: report how the open went by exit status.
+        let code = match open(dir.into()).await {
+            Err(crate::SinkError::InUse { .. }) => 3,
+            Err(e) => {
+                eprintln!("second writer: {e}");
+                4
+            }
+            Ok(_) => 0,
+        };
+        std::process::exit(code);
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("log");
+    let first = open(dir.clone()).await.expect("the first sink opens");
+    match open(dir.clone()).await {
+        Err(crate::SinkError::InUse { .. }) => {}
+        Err(e) => panic!("a second sink in this process failed, but not as InUse: {e}"),
+        Ok(_) => panic!("a second sink on the same log in this process was not refused"),
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let out = std::process::Command::new(exe)
+        .args([test_name, "--exact", "--nocapture"])
+        .env(ONE_WRITER_CHILD, &dir)
+        .output()
+        .expect("run the second writer");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a second writer in another process must be refused with InUse; it exited {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(first);
+}
