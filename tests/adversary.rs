@@ -883,3 +883,74 @@ fn a_fifo_as_the_public_key_is_refused() {
     assert_exit(&o, 2);
     assert!(text(&o).contains("not a regular file"), "{}", text(&o));
 }
+
+/// Found by attack: with only the new key, history rewritten before a key
+/// rotation passed when the log was cut right after the rotation record: a
+/// rotation note commits to no record, so it covers nothing.
+#[test]
+fn a_rewritten_history_cut_at_the_rotation_fails_with_the_new_key_alone() {
+    let log = Log::new(15);
+    log.rotate(5);
+    let mut lines = log.lines();
+    let at = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("rotation");
+    lines.truncate(at + 1);
+    for l in lines[..at].iter_mut() {
+        if record_type(l).is_none() {
+            *l = String::from_utf8(l.clone())
+                .expect("utf8")
+                .replacen("\"allow\"", "\"deny\"", 1)
+                .into_bytes();
+        }
+    }
+    rechain(&mut lines, 0);
+    log.write_lines(&lines);
+    let next = log.path("keys/audit.next.pub").display().to_string();
+    let o = log.verify(&[&log.file_source(), "--public-key", &next, "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "unsigned") >= 1, "{v}");
+}
+
+/// Found by attack: a log cut after a checkpoint that no valid seal
+/// precedes (the writer puts a batch's checkpoint before its seal) took a
+/// forged tail of any length as a mere `unsigned_tail` warning. Here the new
+/// key alone: the seals before the rotation are by a key it cannot check.
+#[test]
+fn a_long_forged_tail_after_a_checkpoint_without_seals_fails() {
+    let log = Log::new(15);
+    log.rotate(5);
+    let mut lines = log.lines();
+    let at = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("rotation");
+    let cp = at
+        + 1
+        + lines[at + 1..]
+            .iter()
+            .position(|l| record_type(l).as_deref() == Some("checkpoint"))
+            .expect("a checkpoint by the new key");
+    lines.truncate(cp + 1);
+    let n = lines.len();
+    let next = log.path("keys/audit.next.pub").display().to_string();
+    for (forged, exit) in [(20u64, 0), (8_300, 1)] {
+        let mut forged_log = lines.clone();
+        for i in 0..forged {
+            forged_log.push(fake_entry(i));
+        }
+        rechain(&mut forged_log, n);
+        log.write_lines(&forged_log);
+        let o = log.verify(&[&log.file_source(), "--public-key", &next, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        // A short one is what a torn batch could leave: a warning.
+        assert_exit(&o, exit);
+        if exit == 1 {
+            assert!(count(&v, "unsigned") >= 1, "{v}");
+        } else {
+            assert!(text(&o).contains("unsigned_tail"), "{v}");
+        }
+    }
+}

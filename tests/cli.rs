@@ -481,6 +481,33 @@ async fn query_json_prints_the_stored_record_verbatim_and_says_when_limit_cut() 
         );
     }
     assert!(!stderr(&out).contains("--limit"), "{}", stderr(&out));
+    // A row that is not exactly a JSON record (invalid UTF-8, text around
+    // the JSON) is reported, never printed repaired.
+    for (set, what) in [
+        ("CAST(X'7B2261223A22FF227D' AS BLOB)", "invalid UTF-8"),
+        ("CAST(record || '  ' AS BLOB)", "trailing spaces"),
+    ] {
+        let copy = dir.path().join("tampered.db");
+        std::fs::copy(&db, &copy).expect("copy");
+        let sql = format!(
+            "DROP TRIGGER records_no_update; UPDATE records SET record = {set} WHERE seq = 1;"
+        );
+        let edit = std::process::Command::new("sqlite3")
+            .arg(&copy)
+            .arg(&sql)
+            .output()
+            .expect("the sqlite3 shell (.ci/run installs it)");
+        assert!(
+            edit.status.success(),
+            "{}",
+            String::from_utf8_lossy(&edit.stderr)
+        );
+        let source = format!("sqlite:{}", copy.display());
+        let out = audit(dir.path(), &["query", &source, "--json"], b"");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("row 1"), "{what}: {}", stderr(&out));
+        std::fs::remove_file(&copy).expect("rm");
+    }
     let out = audit(
         dir.path(),
         &["query", &source, "--json", "--limit", "1"],

@@ -5,7 +5,8 @@ can: edits a record and recomputes every hash after it (FORMAT.md sections
 
 Usage: tamper.py SRC DST [--edit SEQ] [--drop-signed-after SEQ] [--keep N]
 SRC is a log (a file or a segment directory); DST, a new directory, gets the
-result as one segment. --edit changes record SEQ's `tool_called`;
+result as one segment. --edit changes the `tool_called` of the first entry at or after
+record SEQ (an error if there is none);
 --drop-signed-after removes the checkpoint, seal and key_rotation records
 after SEQ; --keep keeps the first N records. The chain is recomputed.
 Used by `cargo xtask test`.
@@ -37,18 +38,23 @@ def main(argv):
         opts = opts[2:]
     files = iv.files_of(src)
     members = []
+    edited = False
     for i, (fname, _) in enumerate(files):
         for _, text, terminated in iv.lines_of(fname, i == len(files) - 1):
             if not terminated:
                 continue
             seq = iv.parse(text)[0]
             body = text[1 : iv.SUFFIX.search(text).start()]
-            if seq == edit:
+            if edit is not None and not edited and seq >= edit and b'"tool_called":"' in body:
                 body = body.replace(b'"tool_called":"', b'"tool_called":"X', 1)
+                edited = True
             signed = any(body.startswith(b'"record_type":"%s"' % t.encode()) for t in iv.SIGNED_TYPES)
             if drop_after is not None and seq > drop_after and signed:
                 continue
             members.append(body)
+    if edit is not None and not edited:
+        print(f"tamper.py: no entry at or after record {edit} to edit", file=sys.stderr)
+        return 2
     if keep is not None:
         members = members[:keep]
     os.makedirs(dst)

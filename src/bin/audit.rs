@@ -424,11 +424,22 @@ async fn query(q: QueryArgs) -> i32 {
                         record_hash: &'a str,
                         record: &'a serde_json::value::RawValue,
                     }
-                    let record: &serde_json::value::RawValue = match serde_json::from_str(&r.record)
-                    {
-                        Ok(raw) => raw,
+                    // Only text that is exactly one JSON value can be printed
+                    // verbatim inside the line; anything else is reported.
+                    let parsed = std::str::from_utf8(&r.record)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| {
+                            serde_json::from_str::<&serde_json::value::RawValue>(t)
+                                .map_err(|e| e.to_string())
+                        });
+                    let record = match parsed {
+                        Ok(raw) if raw.get().as_bytes() == r.record.as_slice() => raw,
+                        Ok(_) => {
+                            eprintln!("audit query: row {} holds text around its JSON, not a record as written; run audit verify", r.seq);
+                            return 1;
+                        }
                         Err(e) => {
-                            eprintln!("audit query: row {} does not hold JSON: {e}", r.seq);
+                            eprintln!("audit query: row {} does not hold a JSON record ({e}); run audit verify", r.seq);
                             return 1;
                         }
                     };
@@ -441,7 +452,8 @@ async fn query(q: QueryArgs) -> i32 {
                         .map_err(std::io::Error::from)
                         .and_then(|()| writeln!(out))
                 } else {
-                    let v: serde_json::Value = serde_json::from_str(&r.record).unwrap_or_default();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&r.record).unwrap_or_default();
                     // Fields come from the log: escaped, so a record cannot
                     // drive the terminal.
                     let field = |k: &str| {

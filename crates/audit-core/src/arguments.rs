@@ -11,10 +11,9 @@
 //! encodes them.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -37,8 +36,22 @@ pub enum Arguments {
     /// Built in Rust; encoded as serde_json encodes it (members in the map's
     /// order, numbers in serde_json's spelling). Checked for depth at append.
     Value(Value),
-    /// Checked JSON text, without insignificant whitespace, stored byte for byte.
-    Json(Box<RawValue>),
+    /// Checked JSON text, without insignificant whitespace, stored byte for
+    /// byte. Made only by [`Arguments::from_json`] (or deserializing), so it
+    /// always holds what that checks.
+    Json(CheckedJson),
+}
+
+/// JSON text that passed [`Arguments::from_json`]'s checks; it cannot be
+/// built any other way.
+#[derive(Clone)]
+pub struct CheckedJson(Box<RawValue>);
+
+impl CheckedJson {
+    /// The stored text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
 }
 
 impl Arguments {
@@ -50,7 +63,7 @@ impl Arguments {
         check(text).map_err(ArgumentsError::Invalid)?;
         let minified = minify(text);
         RawValue::from_string(minified)
-            .map(Self::Json)
+            .map(|raw| Self::Json(CheckedJson(raw)))
             .map_err(ArgumentsError::Invalid)
     }
 
@@ -112,7 +125,7 @@ impl Serialize for Arguments {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Value(v) => v.serialize(s),
-            Self::Json(raw) => raw.serialize(s),
+            Self::Json(raw) => raw.0.serialize(s),
         }
     }
 }
@@ -126,90 +139,53 @@ impl<'de> Deserialize<'de> for Arguments {
     }
 }
 
-/// Parses `text` with a visitor that refuses duplicate members and nesting
-/// past the limit, recursing no deeper than the limit.
+/// Checks `text` as the verifier checks a record's values
+/// ([`crate::record`]): one JSON value, no duplicate member at any depth, at
+/// most [`MAX_NESTING`] levels. Numbers are checked for syntax only, never
+/// converted, so `1e400` or a 400-digit integer is kept as written, as the
+/// verifier accepts it.
 fn check(text: &str) -> Result<(), serde_json::Error> {
+    if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
+        return Err(de::Error::custom(format!(
+            "nested deeper than {MAX_NESTING} levels"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
-    // serde_json's own limit would refuse MAX_NESTING levels; the checker
-    // stops at MAX_NESTING itself, before recursing further.
+    // The depth was bounded above; serde_json's own limit would refuse the
+    // MAX_NESTING levels the format allows.
     de.disable_recursion_limit();
-    Checker { level: 1 }.deserialize(&mut de)?;
-    de.end()
+    let raw = <&RawValue>::deserialize(&mut de)?;
+    de.end()?;
+    crate::record::check_nested(raw.get(), 1)
 }
 
-/// Walks one value at nesting `level` (the arguments themselves are 1).
-#[derive(Clone, Copy)]
-struct Checker {
-    level: usize,
-}
-
-impl Checker {
-    fn deeper<E: de::Error>(self) -> Result<Self, E> {
-        if self.level > MAX_NESTING {
-            return Err(E::custom(format!(
-                "nested deeper than {MAX_NESTING} levels"
-            )));
-        }
-        Ok(Self {
-            level: self.level + 1,
-        })
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Checker {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Checker {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let inner = self.deeper()?;
-        while seq.next_element_seed(inner)?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let inner = self.deeper()?;
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&key) {
-                return Err(de::Error::custom(format!(
-                    "member {:?} appears twice in one object",
-                    key.as_ref()
-                )));
+/// Whether arrays and objects in `json` nest more than `max` levels.
+/// Brackets inside strings do not count; the text need not be valid JSON.
+fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
             }
-            map.next_value_seed(inner)?;
-            seen.insert(key);
+            continue;
         }
-        Ok(())
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
+    false
 }
 
 /// `text` (valid JSON) without the whitespace between tokens; strings are
@@ -285,6 +261,17 @@ mod tests {
         ] {
             assert!(Arguments::from_json(bad).is_err(), "{bad}");
         }
+        let long = format!("[{}]", "9".repeat(400));
+        assert_eq!(
+            Arguments::from_json(&long)
+                .expect("a 400-digit integer")
+                .as_json(),
+            Some(long.as_str())
+        );
+        assert!(
+            Arguments::from_json(r#"{"a":1,"\u0061":2}"#).is_err(),
+            "escaped duplicate"
+        );
         let nested = |levels: usize| "[".repeat(levels) + &"]".repeat(levels);
         assert!(Arguments::from_json(&nested(MAX_NESTING)).is_ok());
         assert!(Arguments::from_json(&nested(MAX_NESTING + 1)).is_err());

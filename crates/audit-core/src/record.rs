@@ -685,7 +685,7 @@ impl<'a> KeySet<'a> {
 /// Checks a value already validated as JSON (a `RawValue`) for duplicate
 /// members inside it. Scalars are skipped without being converted, which is
 /// what keeps strict parsing close to the speed of plain validation.
-fn check_nested(raw: &str, depth: usize) -> Result<(), serde_json::Error> {
+pub(crate) fn check_nested(raw: &str, depth: usize) -> Result<(), serde_json::Error> {
     match raw.as_bytes().first() {
         Some(b'{') | Some(b'[') => {}
         _ => return Ok(()),

@@ -77,6 +77,12 @@ struct Deferred {
     location: String,
 }
 
+/// The most records after the last valid signature of a log with no valid
+/// seal that are only a warning: the stretch the writer states with its
+/// default batch limit (8,192 records, plus markers for up to 8 sinks).
+/// Checkpoint-only logs (written before seals) checkpoint far more often.
+pub(crate) const UNSEALED_TAIL_BOUND: u64 = 8_210;
+
 /// The signature state of one log.
 pub(crate) struct Signed {
     history: Vec<PublicKey>,
@@ -170,7 +176,7 @@ impl Signed {
             if w.seq == seq && seen.0.is_none() {
                 seen.0 = Some(hash);
             }
-            if w.seq + 1 == seq
+            if w.seq.checked_add(1) == Some(seq)
                 && special.is_some_and(|s| {
                     s.record_type == SpecialType::Checkpoint && s.note.as_deref() == Some(&w.note)
                 })
@@ -316,6 +322,12 @@ impl Signed {
             }),
         };
         match result {
+            // A rotation note commits to no record: it vouches for a key,
+            // not for the records before it, which only a later seal or
+            // checkpoint of the chain covers.
+            Ok(signer) if special.record_type == SpecialType::KeyRotation => {
+                self.last_key = Some(signer);
+            }
             Ok(signer) => self.cover(s, signer),
             Err(NoteError::UnknownKey { name, id })
                 if !self
@@ -360,7 +372,7 @@ impl Signed {
         head: Hash32,
         seen: &dyn Fn(u64, Hash32) -> Option<bool>,
     ) {
-        if seq + 1 != s {
+        if seq.checked_add(1) != Some(s) {
             find(
                 findings,
                 FindingClass::Modified,
@@ -489,6 +501,16 @@ impl Signed {
                     end,
                     format!("the last {} record(s) carry no seal, but the writer seals at least every {bound} records", last - at),
                 ),
+                // No valid seal at all: a log from before seals, or one whose
+                // seals were cut away with the tail. Either way no writer
+                // leaves more unsigned records than its default bound.
+                (None, _) if tail > UNSEALED_TAIL_BOUND => find(
+                    findings,
+                    FindingClass::Unsigned,
+                    self.covered + 1,
+                    end,
+                    format!("the last {tail} record(s) carry no valid signature and the log has no valid seal: more than the {UNSEALED_TAIL_BOUND} a writer leaves unsigned"),
+                ),
                 _ => {
                     findings.push(Finding {
                         class: FindingClass::UnsignedTail,
@@ -581,7 +603,7 @@ impl Signed {
         let loc = w.path.display().to_string();
         if last <= w.seq {
             find(findings, FindingClass::Truncated, last + 1, &loc,
-                format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq + 1));
+                format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq.saturating_add(1)));
         } else if seen != Some(w.head) {
             find(
                 findings,
@@ -597,11 +619,11 @@ impl Signed {
             find(
                 findings,
                 FindingClass::Forked,
-                w.seq + 1,
+                w.seq.saturating_add(1),
                 &loc,
                 format!(
                     "record {} is not the checkpoint record whose note the witness holds",
-                    w.seq + 1
+                    w.seq.saturating_add(1)
                 ),
             );
         }

@@ -215,7 +215,7 @@ async fn a_query_never_returns_a_row_keyed_zero_or_below() {
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
     // Same filter as the copied row's: still only the real record.
-    let first: serde_json::Value = serde_json::from_str(&rows[0].record).expect("json");
+    let first: serde_json::Value = serde_json::from_slice(&rows[0].record).expect("json");
     let by_request = log
         .query(&Query {
             request_id: first["request_id"].as_str().map(str::to_owned),

@@ -50,8 +50,9 @@ pub struct QueryRow {
     /// against the bytes; `audit verify` does that), or empty if the text's
     /// chain members cannot be read.
     pub record_hash: String,
-    /// The verbatim record.
-    pub record: String,
+    /// The verbatim record, as stored (not necessarily valid UTF-8: a
+    /// tampered row may hold anything).
+    pub record: Vec<u8>,
 }
 
 /// Where a read connection's view of the database comes from.
@@ -304,7 +305,7 @@ impl SqliteLog {
                     Ok(QueryRow {
                         seq: u64::try_from(seq).unwrap_or_default(),
                         record_hash,
-                        record: String::from_utf8_lossy(&bytes).into_owned(),
+                        record: bytes,
                     })
                 })
                 .map_err(err)?;

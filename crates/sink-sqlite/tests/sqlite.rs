@@ -47,7 +47,7 @@ async fn queries_use_the_indexed_columns_and_carry_seq_and_hash() {
     for r in &rows {
         let rec = &stored[(r.seq - 1) as usize];
         assert_eq!(r.record_hash, rec.hash().to_hex());
-        assert_eq!(r.record.as_bytes(), rec.text());
+        assert_eq!(r.record.as_slice(), rec.text());
     }
     let tool = sink
         .log()
