@@ -558,7 +558,7 @@ fn append_stores_arguments_as_given_and_refuses_duplicate_members() {
     assert!(
         err.contains("line 5: rejected")
             && err.contains("line 6: rejected")
-            && err.contains("twice"),
+            && err.contains("duplicate member"),
         "{err}"
     );
     let seg = std::fs::read_to_string(
