@@ -57,7 +57,10 @@ audit_core::conformance_tests!(if s3_env().map(drop), S3 { prefix: unique("confo
 #[tokio::test]
 async fn missing_bucket_and_wrong_credentials_are_clear_errors() {
     let Ok(mut opts) = s3_env() else {
-        eprintln!("SKIPPED missing_bucket_and_wrong_credentials_are_clear_errors: no S3 endpoint");
+        audit_core::testing::skip_or_fail(
+            "missing_bucket_and_wrong_credentials_are_clear_errors",
+            "no S3 endpoint",
+        );
         return;
     };
     opts.bucket = "no-such-bucket".into();
@@ -82,7 +85,10 @@ async fn missing_bucket_and_wrong_credentials_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_degrades_the_sink_and_it_catches_up_with_no_gaps() {
     let Some(bin) = sink_object::garage::find_binary() else {
-        eprintln!("SKIPPED an_outage_degrades_the_sink_and_it_catches_up_with_no_gaps: no garage binary (cargo install garage --locked)");
+        audit_core::testing::skip_or_fail(
+            "an_outage_degrades_the_sink_and_it_catches_up_with_no_gaps",
+            "no garage binary (cargo install garage --locked)",
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -162,7 +168,7 @@ impl OneLog {
     /// `None`, after saying so, without an endpoint.
     fn new(test: &str) -> Option<Self> {
         let Ok(opts) = s3_env() else {
-            eprintln!("SKIPPED {test}: no S3 endpoint");
+            audit_core::testing::skip_or_fail(test, "no S3 endpoint");
             return None;
         };
         Some(Self {

@@ -1,7 +1,7 @@
 //! Two writers racing on one fresh log in a real Garage, which accepts
 //! `If-None-Match: *` and overwrites anyway: no receipt may be given for a
 //! record the store does not hold afterwards, and no two receipts for one
-//! sequence (a second writer may write only after the first, continuing it). Starts its own Garage; reports SKIPPED without the binary.
+//! sequence (a second writer may write only after the first, continuing it). Starts its own Garage; fails without the binary unless AUDIT_ALLOW_SKIP is set.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,7 +45,10 @@ async fn writer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_racing_writers_never_both_get_receipts_on_garage() {
     let Some(bin) = sink_object::garage::find_binary() else {
-        eprintln!("SKIPPED two_racing_writers_never_both_get_receipts_on_garage: no garage binary (cargo install garage --locked)");
+        audit_core::testing::skip_or_fail(
+            "two_racing_writers_never_both_get_receipts_on_garage",
+            "no garage binary (cargo install garage --locked)",
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -383,7 +383,10 @@ async fn read_only_database_is_refused() {
             .output()
             .is_ok_and(|o| o.stdout.starts_with(b"0"))
         {
-            eprintln!("SKIPPED read_only_database_is_refused: chattr +i is unavailable here and root ignores mode 0444");
+            audit_core::testing::skip_or_fail(
+                "read_only_database_is_refused",
+                "chattr +i is unavailable here and root ignores mode 0444",
+            );
             return;
         }
     }
