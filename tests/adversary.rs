@@ -954,3 +954,57 @@ fn a_long_forged_tail_after_a_checkpoint_without_seals_fails() {
         }
     }
 }
+
+/// Found in review: the key history's "stops before the rotation" check
+/// took a rotation as the log's last signature. Cut after the rotation and
+/// forge a short tail, with the rotation's signature lines swapped, or with
+/// a copy of the rotation appended: both must fail against the history.
+#[test]
+fn a_log_cut_at_its_rotation_fails_against_the_key_history() {
+    let log = Log::new(15);
+    log.rotate(5);
+    let lines = log.lines();
+    let at = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("rotation");
+    let next = log.path("keys/audit.next.pub").display().to_string();
+    let old = log.pub_key();
+    let history = [
+        log.file_source(),
+        "--public-key".into(),
+        old,
+        "--public-key".into(),
+        next,
+    ];
+    let history: Vec<&str> = history.iter().map(String::as_str).collect();
+    // D: the two signature lines swapped, the new key's first.
+    let mut d: Vec<Vec<u8>> = lines[..=at].to_vec();
+    let v: serde_json::Value = serde_json::from_slice(&d[at]).expect("json");
+    let note = v["note"].as_str().expect("note").to_string();
+    let (body, sigs) = note.rsplit_once("\n\n").expect("signatures");
+    let sig_lines: Vec<&str> = sigs.trim_end_matches('\n').split('\n').collect();
+    assert_eq!(sig_lines.len(), 2, "{note}");
+    let swapped = format!("{body}\n\n{}\n{}\n", sig_lines[1], sig_lines[0]);
+    d[at] = String::from_utf8(d[at].clone())
+        .expect("utf8")
+        .replacen(
+            &serde_json::to_string(&note).expect("json"),
+            &serde_json::to_string(&swapped).expect("json"),
+            1,
+        )
+        .into_bytes();
+    // E: the genuine rotation, forged entries, and a copy of the rotation.
+    let mut e: Vec<Vec<u8>> = lines[..=at].to_vec();
+    for i in 0..3 {
+        d.push(fake_entry(i));
+        e.push(fake_entry(i));
+    }
+    e.push(lines[at].clone());
+    for (what, mut forged) in [("swapped lines", d), ("copied rotation", e)] {
+        rechain(&mut forged, at);
+        log.write_lines(&forged);
+        let o = log.verify(&history);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
+    }
+}

@@ -490,6 +490,7 @@ def check_signatures(signed, last_seq, opts, report):
                     vouched[ident] = max(vouched.get(ident, 0), r["seq"] + 1)
     log_id = opts.log_id
     current, retired = None, set()
+    last_signer = None
     seals, checkpoints = [], []  # valid ones: (seq, stretch) and (seq, time)
     for r in signed:
         seq, where, m = r["seq"], r["where"], r["members"]
@@ -549,6 +550,11 @@ def check_signatures(signed, last_seq, opts, report):
             names = ", ".join(ident_str(i) for i, _ in note.sigs)
             report.error("bad_signature", f"{where}: {r['type']} record {seq} is signed by unknown key(s) {names}, which no trusted key or rotation vouches for")
             continue
+        if not any(i in keys for i in accepted):
+            # Only vouched for by a later rotation, never verified: spared
+            # the error, but it covers nothing and signs no history.
+            continue
+        accepted = [i for i in accepted if i in keys]
         signer = current if current in accepted else accepted[0]
         if signer in retired:
             report.error("bad_signature", f"{where}: {r['type']} record {seq} is signed by {ident_str(signer)}, which was rotated out")
@@ -566,6 +572,7 @@ def check_signatures(signed, last_seq, opts, report):
             report.error("modified", f"{where}: {r['type']} record {seq} signs hash {note.hash} of record {seq - 1}, which hashes to {r['prev_hash']}: the chain was rewritten")
             continue
         current = signer
+        last_signer = signer
         if r["type"] == "seal":
             seals.append((seq, note.stretch))
         else:
@@ -585,8 +592,9 @@ def check_signatures(signed, last_seq, opts, report):
             report.error("unsigned", f"{tail} records after the last seal ({last_signed}), more than its stretch {bound}: seals were removed")
         else:
             report.warning("unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed})")
-    if len(history) >= 2 and current is not None and current != history[-1]:
-        report.error("truncated", f"the log's last signature is by {ident_str(current)}, not by the last key given, {ident_str(history[-1])}")
+    # The last seal or checkpoint, not a rotation, shows which key the log reached.
+    if len(history) >= 2 and last_signer is not None and last_signer != history[-1]:
+        report.error("truncated", f"the log's last signature is by {ident_str(last_signer)}, not by the last key given, {ident_str(history[-1])}")
     newest = max(checkpoints, key=lambda c: c[1]) if checkpoints else None
     return log_id, newest
 

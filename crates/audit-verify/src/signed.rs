@@ -97,6 +97,8 @@ pub(crate) struct Signed {
     stretch: Option<u64>,
     /// The sequence of the last valid seal.
     last_seal: Option<u64>,
+    /// The keys rotations led to so far.
+    rotated_to: Vec<PublicKey>,
     newest_checkpoint: Option<(u64, i64)>,
     /// The key of the last valid signature.
     last_key: Option<PublicKey>,
@@ -158,6 +160,7 @@ impl Signed {
             any_valid: false,
             stretch: None,
             last_seal: None,
+            rotated_to: Vec::new(),
             newest_checkpoint: None,
             last_key: None,
             deferred: BTreeMap::new(),
@@ -325,9 +328,9 @@ impl Signed {
             // A rotation note commits to no record: it vouches for a key,
             // not for the records before it, which only a later seal or
             // checkpoint of the chain covers.
-            Ok(signer) if special.record_type == SpecialType::KeyRotation => {
-                self.last_key = Some(signer);
-            }
+            // Nor does it count as the log's last signature for the key
+            // history: only a seal or checkpoint shows the log reached a key.
+            Ok(_) if special.record_type == SpecialType::KeyRotation => {}
             Ok(signer) => self.cover(s, signer),
             Err(NoteError::UnknownKey { name, id })
                 if !self
@@ -399,6 +402,23 @@ impl Signed {
         signer: PublicKey,
     ) {
         self.identity(findings, s, loc, "key rotation", origin(note));
+        // The writer rotates to a key once: a second rotation to it is a
+        // genuine note copied to move the history's end.
+        if self.rotated_to.contains(&new) {
+            find(
+                findings,
+                FindingClass::BadSignature,
+                s,
+                loc,
+                format!(
+                    "key rotation to {}+{} again: a rotation is written once, so this is a copy",
+                    new.name(),
+                    new.id_hex()
+                ),
+            );
+            return;
+        }
+        self.rotated_to.push(new.clone());
         if special.new_key.as_deref() != Some(new.to_vkey().as_str())
             || special.log_id.as_deref() != Some(origin(note))
         {
