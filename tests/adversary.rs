@@ -199,6 +199,14 @@ path = "data/audit.db"
     }
 }
 
+/// Where the log's `key_rotation` record is.
+fn rotation_index(lines: &[Vec<u8>]) -> usize {
+    lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
+        .expect("a key_rotation record")
+}
+
 fn record_type(line: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     v.get("record_type")?.as_str().map(str::to_owned)
@@ -664,10 +672,7 @@ fn f14_a_rotation_member_that_disagrees_with_its_note_is_an_error() {
     let log = Log::new(15);
     log.rotate(5);
     let mut lines = log.lines();
-    let at = lines
-        .iter()
-        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
-        .expect("rotation");
+    let at = rotation_index(&lines);
     let mallory = KeyPair::generate("audit.next").expect("key");
     let v: serde_json::Value = serde_json::from_slice(&lines[at]).expect("json");
     let new_key = v["new_key"].as_str().expect("new_key").to_string();
@@ -693,10 +698,7 @@ fn f14_history_re_signed_with_a_leaked_old_key_fails_against_the_key_history() {
     let log = Log::new(15);
     log.rotate(15);
     let lines = log.lines();
-    let at = lines
-        .iter()
-        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
-        .expect("rotation");
+    let at = rotation_index(&lines);
     // Keep the log up to the rotation, append forged entries, and sign them
     // with the leaked old key.
     let old = log.key("audit.test");
@@ -892,10 +894,7 @@ fn a_rewritten_history_cut_at_the_rotation_fails_with_the_new_key_alone() {
     let log = Log::new(15);
     log.rotate(5);
     let mut lines = log.lines();
-    let at = lines
-        .iter()
-        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
-        .expect("rotation");
+    let at = rotation_index(&lines);
     lines.truncate(at + 1);
     for l in lines[..at].iter_mut() {
         if record_type(l).is_none() {
@@ -923,10 +922,7 @@ fn a_long_forged_tail_after_a_checkpoint_without_seals_fails() {
     let log = Log::new(15);
     log.rotate(5);
     let mut lines = log.lines();
-    let at = lines
-        .iter()
-        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
-        .expect("rotation");
+    let at = rotation_index(&lines);
     let cp = at
         + 1
         + lines[at + 1..]
@@ -964,10 +960,7 @@ fn a_log_cut_at_its_rotation_fails_against_the_key_history() {
     let log = Log::new(15);
     log.rotate(5);
     let lines = log.lines();
-    let at = lines
-        .iter()
-        .position(|l| record_type(l).as_deref() == Some("key_rotation"))
-        .expect("rotation");
+    let at = rotation_index(&lines);
     let next = log.path("keys/audit.next.pub").display().to_string();
     let old = log.pub_key();
     let history = [

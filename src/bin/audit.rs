@@ -272,7 +272,7 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 fn parse_entry(text: &str) -> Result<AuditEntry, String> {
     let max = audit_core::MAX_NESTING + 1;
-    if json_depth_exceeds(text.as_bytes(), max) {
+    if audit_core::arguments::nesting_exceeds(text.as_bytes(), max) {
         return Err(format!(
             "nested more than {} levels below the entry",
             audit_core::MAX_NESTING
@@ -284,36 +284,6 @@ fn parse_entry(text: &str) -> Result<AuditEntry, String> {
         <AuditEntry as serde::Deserialize>::deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(entry)
-}
-
-/// Whether arrays and objects in `json` nest more than `max` levels, counting
-/// the outermost as level 1. Brackets inside strings do not count; the text
-/// need not be valid JSON (the parser reports that).
-fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Reads one line into `buf` keeping at most `max` bytes. `Ok(None)` at end of
@@ -601,7 +571,7 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::json_depth_exceeds;
+    use audit_core::arguments::nesting_exceeds as json_depth_exceeds;
 
     /// The depth serde_json sees in a valid JSON text.
     fn parsed_depth(v: &serde_json::Value) -> usize {

@@ -159,9 +159,11 @@ fn check(text: &str) -> Result<(), serde_json::Error> {
     crate::record::check_nested(raw.get(), 1)
 }
 
-/// Whether arrays and objects in `json` nest more than `max` levels.
-/// Brackets inside strings do not count; the text need not be valid JSON.
-fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+/// Whether arrays and objects in `json` nest more than `max` levels, counting
+/// the outermost as level 1, without recursing. Brackets inside strings do
+/// not count; the text need not be valid JSON (a parser reports that). For
+/// callers that lift serde_json's recursion limit, as `audit append` does.
+pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {
