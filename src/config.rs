@@ -111,6 +111,21 @@ pub struct CheckpointSection {
     /// The key being rotated out: its signature announces `key_file`'s key.
     #[serde(default)]
     pub previous_key_file: Option<PathBuf>,
+    /// A batch's seal is signed once this many records follow the last
+    /// signed seal (the others carry a MAC); 0 signs every seal.
+    #[serde(default = "default_sign_seals_every_records")]
+    pub sign_seals_every_records: u64,
+    /// A batch's seal is also signed once the last signed seal is this old.
+    #[serde(default = "default_sign_seals_every_ms")]
+    pub sign_seals_every_ms: u64,
+}
+
+fn default_sign_seals_every_records() -> u64 {
+    1024
+}
+
+fn default_sign_seals_every_ms() -> u64 {
+    100
 }
 
 fn default_every_records() -> u64 {
@@ -492,6 +507,8 @@ impl Config {
                     .as_ref()
                     .map(|p| self.load_key("previous_key_file", p))
                     .transpose()?,
+                sign_seals_every_records: c.sign_seals_every_records,
+                sign_seals_every: Duration::from_millis(c.sign_seals_every_ms),
             }),
         };
         Ok(WriterConfig {

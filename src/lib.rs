@@ -206,6 +206,10 @@ pub fn verify_plan(config: &Config) -> Result<audit_verify::cli::FromConfig, Con
             .keys
             .extend(cp.previous_key.as_ref().map(|k| k.public()));
         checks.keys.push(cp.key.public());
+        checks
+            .mac_keys
+            .extend(cp.previous_key.as_ref().map(|k| k.seal_mac_key()));
+        checks.mac_keys.push(cp.key.seal_mac_key());
         checks.witness = cp.witness_dir.clone();
         checks.log_id = Some(cp.log_id.clone());
     }

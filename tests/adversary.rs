@@ -90,6 +90,9 @@ spool_dir = "data/spool"
 batch_max_records = 8
 
 [log.checkpoints]
+# A signed seal at least every 16 records (MAC seals in between), so a
+# stretch without signed seals soon exceeds the bound they state.
+sign_seals_every_records = 16
 key_file = "{key}"
 log_id = "{log_id}"
 every_records = 10
@@ -999,5 +1002,138 @@ fn a_log_cut_at_its_rotation_fails_against_the_key_history() {
         log.write_lines(&forged);
         let o = log.verify(&history);
         assert_eq!(o.status.code(), Some(1), "{what}: {}", text(&o));
+    }
+}
+
+/// MAC seals (FORMAT.md section 9): an edit in the tail after the last
+/// signed record, the signed records after it dropped and the MAC seals
+/// kept over the recomputed chain. The public key alone sees an unsigned
+/// tail (a warning, as after a crash); the MAC key, or the config that holds
+/// the private key, sees MACs that do not verify.
+#[test]
+fn an_edit_under_mac_seals_fails_with_the_mac_key() {
+    let log = Log::new(60);
+    let mut lines = log.lines();
+    let has_note = |l: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(l).expect("json");
+        v.get("note").is_some()
+    };
+    let is_mac = |l: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(l).expect("json");
+        v.get("mac").is_some()
+    };
+    // The last MAC seal, and the last signed record before it.
+    let last_mac = lines.iter().rposition(|l| is_mac(l)).expect("a MAC seal");
+    let signed_before = lines[..last_mac]
+        .iter()
+        .rposition(|l| has_note(l))
+        .expect("a signed record");
+    let victim = (signed_before + 1..last_mac)
+        .find(|&i| record_type(&lines[i]).is_none())
+        .expect("an entry under the MAC seal");
+    lines[victim] = String::from_utf8(lines[victim].clone())
+        .expect("utf8")
+        .replacen("\"allow\"", "\"deny\"", 1)
+        .into_bytes();
+    let mut kept: Vec<Vec<u8>> = lines[..victim].to_vec();
+    kept.extend(lines[victim..].iter().filter(|l| !has_note(l)).cloned());
+    rechain(&mut kept, victim);
+    log.write_lines(&kept);
+    let public = [log.file_source(), "--public-key".into(), log.pub_key()];
+    let public: Vec<&str> = public.iter().map(String::as_str).collect();
+    let o = log.verify(&public);
+    assert_exit(&o, 0);
+    assert!(text(&o).contains("--mac-key checks those"), "{}", text(&o));
+    let mac = log.path("keys/audit.test.mac").display().to_string();
+    let o = log.verify(&[&public[..], &["--mac-key", &mac, "--json"]].concat());
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "bad_signature") >= 1, "{v}");
+    // The private key works as the MAC key, and so does the config.
+    let private = log.path("keys/audit.test.key").display().to_string();
+    assert_exit(
+        &log.verify(&[&public[..], &["--mac-key", &private]].concat()),
+        1,
+    );
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "bad_signature") >= 1, "{v}");
+    // Another key's MAC key is not this log's.
+    let other = tempfile::tempdir().expect("tempdir");
+    let o = audit(
+        other.path(),
+        &["keygen", "--name", "audit.test", "--out", "."],
+        b"",
+    );
+    assert_exit(&o, 0);
+    let wrong = other.path().join("audit.test.mac").display().to_string();
+    let clean = Log::new(60);
+    let o = clean.verify(&[
+        &clean.file_source(),
+        "--public-key",
+        &clean.pub_key(),
+        "--mac-key",
+        &wrong,
+    ]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("MAC does not verify"), "{}", text(&o));
+}
+
+/// A forgery after the last seal, sealed with a MAC by another key, is not
+/// adopted by the writer: the writer checks MACs with its own key only.
+#[test]
+fn the_writer_does_not_adopt_a_forgery_under_another_keys_mac() {
+    let log = Log::new(20);
+    let mut lines = log.lines();
+    let marker = "agent-forged-by-mallory";
+    let fake = String::from_utf8(fake_entry(8))
+        .expect("utf8")
+        .replacen("\"agent_id\":\"", &format!("\"agent_id\":\"{marker}"), 1)
+        .into_bytes();
+    lines.push(fake);
+    let n = lines.len();
+    rechain(&mut lines, n - 1);
+    let mallory = KeyPair::generate("audit.test").expect("key");
+    let head = Record::from_text(&lines[n - 1]).expect("record").head();
+    let seal = audit_core::checkpoint::Seal {
+        log_id: "audit.test/log".into(),
+        seq: head.seq,
+        head: head.hash,
+        max_stretch: 12,
+    };
+    let mac = audit_core::seal_mac::encode_mac(&mallory.seal_mac_key().mac(&seal));
+    let body = format!(
+        "{{\"record_type\":\"seal\",\"sealed_seq\":{},\"stretch\":12,\"mac\":\"{mac}\"",
+        head.seq
+    );
+    lines.push(
+        Sequencer::resume(Some(head))
+            .seal(body.as_bytes())
+            .text()
+            .to_vec(),
+    );
+    log.write_lines(&lines);
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    let db = rusqlite_free_read(&log.path("data/audit.db"));
+    assert!(
+        !db.contains(marker),
+        "the forgery was copied into SQLite ({})",
+        text(&o)
+    );
+    if o.status.success() {
+        let seg = std::fs::read_to_string(log.file_segment()).expect("segment");
+        assert!(!seg.contains(marker), "the forgery stayed in the chain");
+        let (o, _) = log.verify_config();
+        assert_exit(&o, 0);
+    } else {
+        assert!(
+            text(&o).contains("file"),
+            "the refusal names the sink: {}",
+            text(&o)
+        );
     }
 }

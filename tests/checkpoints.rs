@@ -80,8 +80,19 @@ impl Setup {
     }
 
     async fn check(&self, keys: &[&KeyPair], witness: bool) -> Report {
+        self.check_macs(keys, witness, false).await
+    }
+
+    /// [`check`](Self::check), and with `macs` the keys' MAC keys too, as
+    /// the operator (or an auditor given `<name>.mac`) checks.
+    async fn check_macs(&self, keys: &[&KeyPair], witness: bool, macs: bool) -> Report {
         let options = VerifyOptions {
             public_keys: keys.iter().map(|k| k.public()).collect(),
+            mac_keys: if macs {
+                keys.iter().map(|k| k.seal_mac_key()).collect()
+            } else {
+                Vec::new()
+            },
             witness: witness.then(|| self.witness()),
             ..VerifyOptions::default()
         };
@@ -205,14 +216,22 @@ async fn deleting_the_latest_checkpoint_is_caught() {
     let texts: Vec<Vec<u8>> = s.records().iter().map(|r| r.text().to_vec()).collect();
     // The shutdown checkpoint and its batch's seal are the last two records.
     s.rewrite(&texts[..texts.len() - 2]);
-    // The seals sign every batch, so without the witness what is left is a
-    // signed log with no unsigned tail.
-    let r = s.check(&[&s.key], false).await;
+    // A seal ends every batch, so without the witness what is left is a
+    // sealed log: with the MAC key, one with no unsigned tail; with the
+    // public key alone, its MAC-sealed tail after the last signed seal is
+    // the unsigned tail, a warning.
+    let r = s.check_macs(&[&s.key], false, true).await;
     assert!(
-        !r.sources[0]
+        r.ok && !r.sources[0]
             .findings
             .iter()
             .any(|f| f.class == FindingClass::UnsignedTail),
+        "{}",
+        r.human()
+    );
+    let r = s.check(&[&s.key], false).await;
+    assert!(
+        r.ok && has(&r, FindingClass::UnsignedTail, Severity::Warning),
         "{}",
         r.human()
     );

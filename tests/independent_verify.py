@@ -14,11 +14,14 @@ Options (docs/VERIFY.md):
   --public-key FILE   a trusted key (`name+id+base64`, as `audit keygen`
                       writes it); repeat, oldest first, for the key history.
                       Checks every checkpoint, seal and key rotation.
+  --mac-key FILE      a MAC key (`SEAL+MAC+…`, as `audit keygen` writes to
+                      NAME.mac, or the private key): checks the MAC seals
+                      between signed seals too; repeat for several
   --log-id ID         every signed note must name this log
   --witness DIR       the newest witnessed checkpoint must be in the log
   --max-age SECONDS   the newest valid checkpoint must be younger (also Ns,
                       Nm, Nh)
---witness and --max-age need --public-key.
+--witness, --max-age, --log-id and --mac-key need --public-key.
 
 --lines checks each line of FILE as a record on its own, ignoring the chain,
 and prints `N ok`, `N modified` or `N malformed: why` for each.
@@ -27,6 +30,7 @@ Needs the `blake3` package from PyPI, and `cryptography` for --public-key.
 import base64
 import errno
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -305,6 +309,30 @@ class Key:
             return False
 
 
+MAC_KEY = re.compile(r"SEAL\+MAC\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
+PRIVATE_KEY = re.compile(r"PRIVATE\+KEY\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
+MAC_KEY_CONTEXT = "auditlog 2026-12-02 seal MAC key v1"
+
+
+def mac_key(text):
+    """The 32-byte key of MAC seals, from `SEAL+MAC+name+id+base64(key)` or
+    from the private key `PRIVATE+KEY+name+id+base64(0x01 || seed)`, whose
+    MAC key is BLAKE3's derive_key(MAC_KEY_CONTEXT, seed)."""
+    m = MAC_KEY.match(text)
+    if m:
+        raw = b64_strict(m.group(3))
+        if len(raw) != 32:
+            raise ValueError("a MAC key is 32 bytes")
+        return raw
+    m = PRIVATE_KEY.match(text)
+    if m:
+        raw = b64_strict(m.group(3))
+        if len(raw) != 33 or raw[0] != 1:
+            raise ValueError("not an Ed25519 private key")
+        return blake3.blake3(raw[1:], derive_key_context=MAC_KEY_CONTEXT).digest()
+    raise ValueError("not a MAC key (SEAL+MAC+name+id+key) or a private key")
+
+
 def ident_str(ident):
     return f"{ident[0]}+{ident[1].hex()}"
 
@@ -409,6 +437,7 @@ class Options:
     def __init__(self):
         self.strict = False
         self.keys = []  # the key history, oldest first
+        self.mac_keys = []  # 32-byte keys that check MAC seals
         self.log_id = None
         self.witness = None
         self.max_age = None
@@ -492,8 +521,33 @@ def check_signatures(signed, last_seq, opts, report):
     current, retired = None, set()
     last_signer = None
     seals, checkpoints = [], []  # valid ones: (seq, stretch) and (seq, time)
+    unchecked_mac = None  # the last MAC seal no --mac-key could check
     for r in signed:
         seq, where, m = r["seq"], r["where"], r["members"]
+        if r["type"] == "seal" and "note" not in m and "mac" in m:
+            # A MAC seal (section 9): its form always; its MAC with a key.
+            stretch, sealed, mac = m.get("stretch"), m.get("sealed_seq"), m.get("mac")
+            try:
+                mac = b64_strict(mac) if isinstance(mac, str) else b""
+            except ValueError:
+                mac = b""
+            if (len(mac) != 32 or not isinstance(stretch, int) or isinstance(stretch, bool) or stretch < 0
+                    or isinstance(sealed, bool) or sealed != seq - 1 or r["prev_hash"] is None):
+                report.error("malformed", f"{where}: MAC seal {seq}: needs sealed_seq {seq - 1}, a stretch and a base64 32-byte mac, after its record")
+                continue
+            if not opts.mac_keys:
+                unchecked_mac = seq
+                continue
+            if log_id is None:
+                report.error("unsigned", f"{where}: MAC seal {seq} comes before any signed note and no --log-id names the log")
+                continue
+            head = base64.b64encode(bytes.fromhex(r["prev_hash"])).decode("ascii")
+            body = f"{log_id}\nseal\n{seq - 1}\n{head}\nstretch {stretch}\n".encode("utf-8")
+            if not any(hmac.compare_digest(blake3.blake3(body, key=k).digest(), mac) for k in opts.mac_keys):
+                report.error("bad_signature", f"{where}: MAC seal {seq} does not verify with any --mac-key")
+                continue
+            seals.append((seq, stretch))
+            continue
         try:
             if not isinstance(r["note"], str):
                 raise Malformed("no `note` string member")
@@ -591,7 +645,8 @@ def check_signatures(signed, last_seq, opts, report):
         if bound is not None and tail > bound:
             report.error("unsigned", f"{tail} records after the last seal ({last_signed}), more than its stretch {bound}: seals were removed")
         else:
-            report.warning("unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed})")
+            hint = f" (MAC seals up to {unchecked_mac} cover them; --mac-key checks those)" if unchecked_mac and unchecked_mac > last_signed else ""
+            report.warning("unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed}){hint}")
     # The last seal or checkpoint, not a rotation, shows which key the log reached.
     if len(history) >= 2 and last_signer is not None and last_signer != history[-1]:
         report.error("truncated", f"the log's last signature is by {ident_str(last_signer)}, not by the last key given, {ident_str(history[-1])}")
@@ -730,6 +785,13 @@ def parse_args(argv):
                     opts.keys.append(Key(f.read().strip()))
             except (OSError, UnicodeDecodeError, ValueError) as e:
                 raise Unreadable(f"--public-key {fname}: {e}")
+        elif a == "--mac-key":
+            fname = value(a)
+            try:
+                with open(fname, encoding="utf-8") as f:
+                    opts.mac_keys.append(mac_key(f.read().strip()))
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                raise Unreadable(f"--mac-key {fname}: {e}")
         elif a == "--log-id":
             opts.log_id = value(a)
         elif a == "--witness":
@@ -746,8 +808,8 @@ def parse_args(argv):
             paths.append(a)
     if not paths:
         raise Unreadable("no log given")
-    if (opts.witness or opts.max_age is not None or opts.log_id is not None) and not opts.keys:
-        raise Unreadable("--witness, --max-age and --log-id need --public-key: only a signed note can be trusted")
+    if (opts.witness or opts.max_age is not None or opts.log_id is not None or opts.mac_keys) and not opts.keys:
+        raise Unreadable("--witness, --max-age, --log-id and --mac-key need --public-key: only a signed note can be trusted")
     if opts.keys:
         idents = [k.ident for k in opts.keys]
         if len(set(idents)) != len(idents):

@@ -3,12 +3,14 @@
 can: edits a record and recomputes every hash after it (FORMAT.md sections
 2-4), drops signed records, or cuts the tail at a record boundary.
 
-Usage: tamper.py SRC DST [--edit SEQ] [--drop-signed-after SEQ] [--keep N]
+Usage: tamper.py SRC DST [--edit SEQ] [--drop-signed-after SEQ]
+                         [--drop-notes-after SEQ] [--keep N]
 SRC is a log (a file or a segment directory); DST, a new directory, gets the
 result as one segment. --edit changes the `tool_called` of the first entry at or after
 record SEQ (an error if there is none);
 --drop-signed-after removes the checkpoint, seal and key_rotation records
-after SEQ; --keep keeps the first N records. The chain is recomputed.
+after SEQ; --drop-notes-after removes only those holding a signed note (so
+MAC seals stay, now over the wrong hashes); --keep keeps the first N records. The chain is recomputed.
 Used by `cargo xtask test`.
 """
 import os
@@ -23,13 +25,15 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     src, dst, opts = argv[1], argv[2], argv[3:]
-    edit = drop_after = keep = None
+    edit = drop_after = drop_notes_after = keep = None
     while opts:
         flag, value = opts[0], int(opts[1])
         if flag == "--edit":
             edit = value
         elif flag == "--drop-signed-after":
             drop_after = value
+        elif flag == "--drop-notes-after":
+            drop_notes_after = value
         elif flag == "--keep":
             keep = value
         else:
@@ -50,6 +54,8 @@ def main(argv):
                 edited = True
             signed = any(body.startswith(b'"record_type":"%s"' % t.encode()) for t in iv.SIGNED_TYPES)
             if drop_after is not None and seq > drop_after and signed:
+                continue
+            if drop_notes_after is not None and seq > drop_notes_after and signed and b'"note":' in body:
                 continue
             members.append(body)
     if edit is not None and not edited:

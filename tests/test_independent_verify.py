@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ import unittest
 
 import blake3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 VERIFIER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "independent_verify.py")
 LOG_ID = "test-log"
@@ -36,6 +37,11 @@ class SigningKey:
         self.pub = self.priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.id = hashlib.sha256(name.encode() + b"\n\x01" + self.pub).digest()[:4]
         self.verifier = f"{name}+{self.id.hex()}+" + b64(bytes([1]) + self.pub)
+        # FORMAT.md section 9: the MAC key is BLAKE3's derive_key of the seed.
+        seed = self.priv.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        self.mac_key = blake3.blake3(seed, derive_key_context="auditlog 2026-12-02 seal MAC key v1").digest()
+        self.mac_text = f"SEAL+MAC+{name}+{self.id.hex()}+{b64(self.mac_key)}"
+        self.private_text = f"PRIVATE+KEY+{name}+{self.id.hex()}+{b64(bytes([1]) + seed)}"
 
     def line(self, body, bad=False):
         sig = self.priv.sign(body.encode())
@@ -90,6 +96,14 @@ class Writer:
         body = f"{log_id or self.log_id}\nseal\n{seq}\n{b64(h)}\nstretch {self.stretch}\n"
         n = note(body, *(extra + (key or self.key,)))
         return self.add('"record_type":"seal",' + f'"sealed_seq":{seq},"note":{dumps(n)}')
+
+    def mac_seal(self, key=None, stretch=None):
+        """A MAC seal: keyed BLAKE3 over the seal body, no note."""
+        seq, h = self.head()
+        stretch = self.stretch if stretch is None else stretch
+        body = f"{self.log_id}\nseal\n{seq}\n{b64(h)}\nstretch {stretch}\n"
+        mac = blake3.blake3(body.encode(), key=(key or self.key).mac_key).digest()
+        return self.add('"record_type":"seal",' + f'"sealed_seq":{seq},"stretch":{stretch},"mac":"{b64(mac)}"')
 
     def checkpoint(self, key=None, when=None, witness=False):
         seq, h = self.head()
@@ -235,6 +249,95 @@ class VerifierTest(unittest.TestCase):
         w.entry()
         w.entry()
         self.assertVerdict(self.write(w), 0, has=["0 error(s), 1 warning(s)", "unsigned_tail: 2 record(s)"])
+
+    # MAC seals: a signed seal every few batches, MAC seals between.
+
+    def mac_log(self):
+        w = Writer(self.a, stretch=STRETCH * 4)  # the signed seals' stretch
+        for b in range(12):
+            for _ in range(4):
+                w.entry()
+            if b % 4 == 0:
+                w.seal()
+            else:
+                w.mac_seal(stretch=STRETCH)
+        return w
+
+    def mac_file(self, key, text=None):
+        path = os.path.join(self.dir, f"{key.name}.mac")
+        with open(path, "w") as f:
+            f.write((text or key.mac_text) + "\n")
+        return path
+
+    def test_mac_sealed_log(self):
+        w = self.mac_log()
+        path = self.write(w)
+        # Without the MAC key, the MAC-sealed tail after the last signed
+        # seal is the unsigned tail; with it (or the private key) it is sealed.
+        self.assertVerdict(path, 0, has=["0 error(s), 1 warning(s)", "--mac-key checks those"])
+        self.assertVerdict(path, 0, "--mac-key", self.mac_file(self.a), has=["0 error(s), 0 warning(s)"])
+        private = os.path.join(self.dir, "a.key")
+        with open(private, "w") as f:
+            f.write(self.a.private_text + "\n")
+        self.assertVerdict(path, 0, "--mac-key", private, has=["0 error(s), 0 warning(s)"])
+        self.assertVerdict(path, 2, "--mac-key", self.mac_file(self.a), keys=[], has=["need --public-key"])
+
+    def test_mac_seals_over_a_rechained_tail(self):
+        w = self.mac_log()
+        last_signed = max(i for i, m in enumerate(w.members) if '"note":' in m)
+        victim = last_signed + 2
+        w.members[victim] = w.members[victim].replace('"tool_called":"read"', '"tool_called":"write"')
+        w.rechain(lambda i, m: True)
+        path = self.write(w)
+        self.assertVerdict(path, 0, has=["unsigned_tail:"])
+        self.assertVerdict(path, 1, "--mac-key", self.mac_file(self.a), has=["bad_signature:", "does not verify"])
+
+    def test_mac_seal_by_another_key_or_moved_or_restated(self):
+        for mutate in ("other key", "stretch", "moved"):
+            w = self.mac_log()
+            macs = [i for i, m in enumerate(w.members) if '"mac":' in m]
+            i = macs[-1]
+            if mutate == "other key":
+                w.members, w.texts, w.hashes = w.members[:i], w.texts[:i], w.hashes[:i]
+                w.mac_seal(key=self.b, stretch=STRETCH)
+            elif mutate == "stretch":
+                w.members[i] = w.members[i].replace(f'"stretch":{STRETCH}', f'"stretch":{STRETCH + 1}')
+                w.rechain(lambda i, m: True)
+            else:
+                # An earlier genuine MAC seal replayed in place of the last,
+                # its sealed_seq set right: the MAC is over another record.
+                w.members[i] = re.sub(r'"sealed_seq":[0-9]+', f'"sealed_seq":{i}', w.members[macs[-2]])
+                w.rechain(lambda i, m: True)
+            path = self.write(w, name=mutate.replace(" ", "-"))
+            self.assertVerdict(path, 1, "--mac-key", self.mac_file(self.a), has=["bad_signature:"])
+
+    def test_mac_seals_removed_between_seals(self):
+        w = self.mac_log()
+        macs = [i for i, m in enumerate(w.members) if '"mac":' in m]
+        gone = set(macs[-2:])
+        w.rechain(lambda i, m: i not in gone)
+        path = self.write(w)
+        # The signed stretch still holds; the MAC seals' own does not.
+        self.assertVerdict(path, 0, has=["unsigned_tail:"])
+        self.assertVerdict(path, 1, "--mac-key", self.mac_file(self.a), has=["unsigned:", "seals were removed"])
+
+    def test_malformed_mac_seals(self):
+        for bad in ('"mac":"AAAA"', '"stretch":-1', '"stretch":true', '"sealed_seq":1'):
+            w = self.mac_log()
+            i = [i for i, m in enumerate(w.members) if '"mac":' in m][-1]
+            key = bad.split(":")[0]
+            m = w.members[i]
+            start = m.index(key)
+            end = m.find(",", start)
+            w.members[i] = m[:start] + bad + (m[end:] if end >= 0 else "")
+            w.rechain(lambda i, m: True)
+            path = self.write(w, name="bad-" + str(abs(hash(bad))))
+            self.assertVerdict(path, 1, has=["malformed:", "MAC seal"])
+
+    def test_mac_key_file_is_checked(self):
+        path = self.write(self.mac_log())
+        for text in ("SEAL+MAC+host-a+0000000+AAAA", "nonsense", self.a.mac_text[:-4]):
+            self.assertVerdict(path, 2, "--mac-key", self.mac_file(self.a, text), has=["--mac-key"])
 
     def test_seal_signed_by_another_key(self):
         w = Writer(self.a)

@@ -35,12 +35,13 @@ enum Command {
     Verify(audit_verify::cli::VerifyArgs),
     /// Query the SQLite sink's indexed columns.
     Query(QueryArgs),
-    /// Write a new Ed25519 checkpoint key pair: NAME.key (mode 0600) and NAME.pub.
+    /// Write a new Ed25519 checkpoint key pair: NAME.key (mode 0600), NAME.pub,
+    /// and NAME.mac, the key that checks MAC seals (mode 0600).
     Keygen {
         /// The key's name, shown in every signature line (e.g. a host name).
         #[arg(long)]
         name: String,
-        /// The directory to write the two files into.
+        /// The directory to write the three files into.
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
     },
@@ -541,6 +542,7 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
     let stem = key_file_stem(name);
     let private = out.join(format!("{stem}.key"));
     let public = out.join(format!("{stem}.pub"));
+    let mac = out.join(format!("{stem}.mac"));
     let write = |path: &std::path::Path, mode: u32, text: &str| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -559,11 +561,17 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
         eprintln!("audit keygen: {}: {e}", public.display());
         return 2;
     }
+    // Secret too: it checks the MAC seals, and so could forge them.
+    if let Err(e) = write(&mac, 0o600, &key.seal_mac_key().to_text()) {
+        eprintln!("audit keygen: {}: {e}", mac.display());
+        return 2;
+    }
     println!("{}", key.public().to_vkey());
     eprintln!(
-        "wrote {} (private, mode 0600) and {}; key ID {}",
+        "wrote {} (private, mode 0600), {} and {} (the seals' MAC key, for auditors; mode 0600); key ID {}",
         private.display(),
         public.display(),
+        mac.display(),
         key.public().id_hex()
     );
     0

@@ -433,11 +433,31 @@ fn signed_log_check(work: &Path) -> Result {
         &with_witness,
         1,
     )?;
+    // An edit after the last signed record the attacker leaves, the signed
+    // records after it dropped and the MAC seals kept: only the MAC key
+    // tells the rechained tail is not the writer's.
+    let mac = keys.join("xtask-host.mac");
+    let mut with_mac = with_key.to_vec();
+    with_mac.extend([os("--mac-key"), mac.as_os_str()]);
+    expect("signed log, with the MAC key", &log, &with_mac, 0)?;
+    let mac_tail = tamper("mac-tail", &["--edit", "280", "--drop-notes-after", "279"])?;
+    expect(
+        "edited after the signed records, MAC seals kept",
+        &mac_tail,
+        &with_key,
+        0,
+    )?;
+    expect(
+        "edited after the signed records, MAC seals kept, with the MAC key",
+        &mac_tail,
+        &with_mac,
+        1,
+    )?;
     // The tail cut at a record boundary before the last checkpoint.
     let cut = tamper("cut", &["--keep", "250"])?;
     expect("tail cut", &cut, &with_key, 0)?;
     expect("tail cut, with the witness", &cut, &with_witness, 1)?;
-    eprintln!("independent verifier: a signed log verifies with both verifiers; an edit with the chain recomputed, dropped checkpoints and a cut tail fail both");
+    eprintln!("independent verifier: a signed log verifies with both verifiers; an edit with the chain recomputed, dropped checkpoints, an edit under MAC seals (with the MAC key) and a cut tail fail both");
     Ok(())
 }
 

@@ -69,11 +69,11 @@ fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
-fn hex4(id: [u8; 4]) -> String {
+pub(crate) fn hex4(id: [u8; 4]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.contains(['+', ' ', '\n', '\t'])
         && !name.chars().any(char::is_control)
@@ -222,6 +222,13 @@ impl KeyPair {
             return Err(NoteError::BadKey("key ID does not match the key".into()));
         }
         Ok(kp)
+    }
+
+    /// The key of this key pair's MAC seals ([`crate::seal_mac`]), derived
+    /// from the private key: whoever holds it can check (and so forge) MAC
+    /// seals, but cannot sign.
+    pub fn seal_mac_key(&self) -> crate::seal_mac::SealMacKey {
+        crate::seal_mac::SealMacKey::derive(&self.name, self.public().id, &self.signing.to_bytes())
     }
 
     /// Signs a note body (which must end with a newline) and returns the note.

@@ -40,6 +40,7 @@ mod index_columns;
 pub mod lock_file;
 pub mod memory;
 pub mod record;
+pub mod seal_mac;
 pub mod sink;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_core::checkpoint::{verify_rotation, verify_seal, KeyPair, PublicKey};
+use audit_core::checkpoint::{verify_rotation, verify_seal, KeyPair};
 use audit_core::testing::{append_concurrently, sample_entry};
 use audit_core::{
     encode_entry_body, encode_marker_body, AuditLog, CheckpointConfig, MemorySink, OpenError,
@@ -78,24 +78,81 @@ fn forged_seal(sealed: &Record, key: &KeyPair) -> Record {
     Sequencer::resume(Some(sealed.head())).seal(&body)
 }
 
-/// Checks every seal in `records` and the stretches between them; returns
-/// how many seals there are.
-fn check_seals(records: &[Record], key: &PublicKey, max_stretch: u64) -> usize {
-    let mut seals = 0;
-    let mut stretch = 0u64;
+/// A MAC seal of `sealed` by `key`'s MAC key, with `stretch`, chained after it.
+fn mac_seal(sealed: &Record, key: &KeyPair, stretch: u64) -> Record {
+    let seal = audit_core::checkpoint::Seal {
+        log_id: LOG_ID.into(),
+        seq: sealed.seq(),
+        head: sealed.hash(),
+        max_stretch: stretch,
+    };
+    let mac = audit_core::seal_mac::encode_mac(&key.seal_mac_key().mac(&seal));
+    let mut body = Vec::new();
+    encode_marker_body(
+        "seal",
+        &serde_json::json!({"sealed_seq": sealed.seq(), "stretch": stretch, "mac": mac}),
+        &mut body,
+    )
+    .expect("encode");
+    Sequencer::resume(Some(sealed.head())).seal(&body)
+}
+
+/// Checks every seal in `records`, signed or MAC, and the stretches between
+/// them: at most `max_stretch` records between two seals and at most the
+/// signed stretch between two signed seals. Returns (seals, signed seals).
+fn check_seals(
+    records: &[Record],
+    key: &KeyPair,
+    cp: &CheckpointConfig,
+    max_stretch: u64,
+) -> (usize, usize) {
+    let signed_stretch = cp.signed_stretch(max_stretch);
+    let (mut seals, mut signed) = (0, 0);
+    let (mut stretch, mut since_signed) = (0u64, None::<u64>);
     for (i, r) in records.iter().enumerate() {
         if !is_type(r, "seal") {
             stretch += 1;
+            since_signed = since_signed.map(|n| n + 1);
             continue;
         }
-        let (seal, signer) =
-            verify_seal(&note_of(r), std::slice::from_ref(key)).expect("the seal verifies");
-        assert_eq!(&signer, key);
-        assert_eq!(seal.log_id, LOG_ID);
-        assert_eq!(seal.max_stretch, max_stretch);
         let prev = &records[i - 1];
-        assert_eq!((seal.seq, seal.head), (prev.seq(), prev.hash()));
-        assert_eq!(seal.seq + 1, r.seq());
+        let v: serde_json::Value = serde_json::from_slice(r.text()).expect("json");
+        assert_eq!(v["sealed_seq"].as_u64(), Some(prev.seq()));
+        assert_eq!(prev.seq() + 1, r.seq());
+        if let Some(note) = v["note"].as_str() {
+            let (seal, signer) = verify_seal(note, &[key.public()]).expect("the seal verifies");
+            assert_eq!(signer, key.public());
+            assert_eq!(seal.log_id, LOG_ID);
+            assert_eq!(seal.max_stretch, signed_stretch);
+            assert_eq!((seal.seq, seal.head), (prev.seq(), prev.hash()));
+            assert!(v.get("mac").is_none());
+            if let Some(n) = since_signed {
+                assert!(
+                    n <= signed_stretch,
+                    "{n} records between signed seals before {}",
+                    r.seq()
+                );
+            }
+            since_signed = Some(0);
+            signed += 1;
+        } else {
+            let mac =
+                audit_core::seal_mac::decode_mac(v["mac"].as_str().expect("mac")).expect("base64");
+            let seal = audit_core::checkpoint::Seal {
+                log_id: LOG_ID.into(),
+                seq: prev.seq(),
+                head: prev.hash(),
+                max_stretch,
+            };
+            assert_eq!(v["stretch"].as_u64(), Some(max_stretch));
+            assert!(
+                key.seal_mac_key().verifies(&seal, &mac),
+                "MAC seal {} verifies",
+                r.seq()
+            );
+            assert!(since_signed.is_some(), "a run's first seal is signed");
+            since_signed = since_signed.map(|n| n + 1);
+        }
         assert!(
             (1..=max_stretch).contains(&stretch),
             "{stretch} records before seal {}",
@@ -105,7 +162,7 @@ fn check_seals(records: &[Record], key: &PublicKey, max_stretch: u64) -> usize {
         seals += 1;
     }
     assert_eq!(stretch, 0, "the log ends with a seal");
-    seals
+    (seals, signed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +184,12 @@ async fn every_batch_ends_with_a_seal_within_the_announced_stretch() {
     log.append(&sample_entry(10_000)).await.expect("append");
     log.close().await;
     let records = sink.records();
-    let seals = check_seals(&records, &k.public(), max_stretch);
+    let cp = cfg.checkpoints.clone().expect("checkpoints");
+    let (seals, signed) = check_seals(&records, &k, &cp, max_stretch);
+    // Most seals are MACs: 16 producers fill 5-record batches far faster
+    // than every 100 ms, and a signed one comes every 1,024 records or with
+    // a checkpoint (every 10 here).
+    assert!(signed < seals, "{signed} of {seals} seals signed");
     // Every receipt's record is followed by a seal in the stored chain.
     for r in &receipts {
         let i = (r.seq - 1) as usize;
@@ -136,7 +198,7 @@ async fn every_batch_ends_with_a_seal_within_the_announced_stretch() {
     assert!(seals as u64 * 5 >= 321, "{seals} seals for 321 entries");
     // A restart continues with seals too.
     write(cfg, std::slice::from_ref(&sink), 20_000, 3).await;
-    check_seals(&sink.records(), &k.public(), max_stretch);
+    check_seals(&sink.records(), &k, &cp, max_stretch);
 }
 
 #[tokio::test]
@@ -223,7 +285,9 @@ async fn a_log_without_seals_is_adopted_and_sealed_from_then_on() {
     write(config(k.clone(), None), std::slice::from_ref(&sink), 10, 2).await;
     let records = sink.records();
     assert!(records.len() > 4);
-    check_seals(&records[4..], &k.public(), config(k, None).max_stretch(1));
+    let cfg = config(k.clone(), None);
+    let cp = cfg.checkpoints.clone().expect("checkpoints");
+    check_seals(&records[4..], &k, &cp, cfg.max_stretch(1));
 }
 
 #[tokio::test]
@@ -256,7 +320,72 @@ async fn a_key_is_rotated_once_and_the_rotation_is_signed_by_both_keys() {
         .iter()
         .position(|r| is_type(r, "key_rotation"))
         .expect("rotation");
-    for r in records[at..].iter().filter(|r| is_type(r, "seal")) {
-        verify_seal(&note_of(r), &[new.public()]).expect("sealed by the new key");
+    let cfg = config(new.clone(), Some(old.clone()));
+    let cp = cfg.checkpoints.clone().expect("checkpoints");
+    check_seals(&records[at + 1..], &new, &cp, cfg.max_stretch(1));
+}
+
+#[tokio::test]
+async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_adopted() {
+    let k = key("audit.test");
+    let mallory = key("audit.test");
+    let a = MemorySink::new("a");
+    write(config(k.clone(), None), std::slice::from_ref(&a), 0, 5).await;
+    let clean = a.records();
+    let head = clean.last().cloned().expect("records");
+    let stretch = config(k.clone(), None).max_stretch(1);
+    // Another key's MAC, a MAC over another stretch than the record states,
+    // and a record holding both a note and a MAC: none is this writer's.
+    let fake = rechained_entry(&head, 666);
+    let mut wrong_stretch = mac_seal(&fake, &k, stretch);
+    {
+        let text = String::from_utf8(wrong_stretch.text().to_vec()).expect("utf8");
+        let edited = text.replacen(
+            &format!("\"stretch\":{stretch}"),
+            &format!("\"stretch\":{}", stretch + 1),
+            1,
+        );
+        let v: serde_json::Value = serde_json::from_str(&edited).expect("json");
+        let mut body = Vec::new();
+        encode_marker_body(
+            "seal",
+            &serde_json::json!({"sealed_seq": v["sealed_seq"], "stretch": v["stretch"], "mac": v["mac"]}),
+            &mut body,
+        )
+        .expect("encode");
+        wrong_stretch = Sequencer::resume(Some(fake.head())).seal(&body);
     }
+    for seal in [mac_seal(&fake, &mallory, stretch), wrong_stretch] {
+        let planted = MemorySink::new("a");
+        let mut all = clean.clone();
+        all.extend([fake.clone(), seal.clone()]);
+        planted
+            .append(&RecordBatch::new(all).expect("batch"))
+            .await
+            .expect("plant");
+        let before = planted.records();
+        let err = AuditLog::open(
+            config(k.clone(), None),
+            vec![SinkSpec::required(Arc::new(planted.clone()))],
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            matches!(&err, OpenError::Unsealed { sink, from, to, .. }
+                if sink == "a" && *from == fake.seq() && *to == seal.seq()),
+            "{err}"
+        );
+        assert_eq!(planted.records(), before, "nothing was cut or added");
+    }
+    // The writer's own MAC key is what only it holds: adopted, and the next
+    // run's first seal (signed) covers it.
+    let ours = MemorySink::new("a");
+    let good = mac_seal(&fake, &k, stretch);
+    let mut all = clean.clone();
+    all.extend([fake.clone(), good.clone()]);
+    ours.append(&RecordBatch::new(all).expect("batch"))
+        .await
+        .expect("append");
+    write(config(k.clone(), None), std::slice::from_ref(&ours), 100, 1).await;
+    assert!(ours.records().iter().any(|r| r == &good));
 }

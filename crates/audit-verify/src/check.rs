@@ -73,6 +73,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                         log_id: Option<String>,
                         key_id: Option<String>,
                         note: Option<String>,
+                        stretch: Option<u64>,
+                        mac: Option<String>,
                     }
                     let f: Option<Fields> = serde_json::from_slice(text).ok();
                     Box::new(match f {
@@ -85,6 +87,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                             log_id: f.log_id,
                             key_id: f.key_id,
                             note: f.note,
+                            stretch: f.stretch,
+                            mac: f.mac,
                         },
                         None => Special {
                             record_type: t,
@@ -95,6 +99,8 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                             log_id: None,
                             key_id: None,
                             note: None,
+                            stretch: None,
+                            mac: None,
                         },
                     })
                 }),
@@ -462,7 +468,11 @@ impl Classifier {
             signed.saw(s, rec.claimed, rec.special.as_deref());
             if let Some(special) = &rec.special {
                 let ring = &self.ring;
-                signed.check(&mut self.findings, s, special, &loc, &|q, h| {
+                let prev = match rec.prev {
+                    PrevHash::Hash(h) => Some(h),
+                    PrevHash::Genesis => None,
+                };
+                signed.check(&mut self.findings, s, special, &loc, prev, &|q, h| {
                     ring.seen_hash(q, h)
                 });
             }

@@ -38,6 +38,12 @@ pub struct VerifyArgs {
     /// `audit keygen`). Repeat for several. Checks every signed checkpoint.
     #[arg(long = "public-key", value_name = "FILE")]
     pub public_keys: Vec<PathBuf>,
+    /// A MAC key (a file holding `SEAL+MAC+…`, as `audit keygen` writes to
+    /// `<name>.mac`, or the private key itself): also checks the MAC seals
+    /// between signed seals, so the records after the last signed seal are
+    /// checked too. Repeat for several. Needs `--public-key`.
+    #[arg(long = "mac-key", value_name = "FILE")]
+    pub mac_keys: Vec<PathBuf>,
     /// A witness directory of checkpoint notes: catches a log cut before its
     /// latest witnessed checkpoint.
     #[arg(long, value_name = "DIR")]
@@ -153,13 +159,31 @@ async fn run_inner(
             .map_err(|e| VerifyError::Usage(format!("public key {}: {e}", path.display())))?;
         public_keys.push(key);
     }
+    let mut mac_keys = Vec::new();
+    for path in &args.mac_keys {
+        let text = crate::witness::read_regular(path).map_err(|e| {
+            VerifyError::Usage(format!("MAC key: {}", e.replacen("witness note ", "", 1)))
+        })?;
+        let key = audit_core::seal_mac::SealMacKey::from_text(&text)
+            .or_else(|e| {
+                audit_core::checkpoint::KeyPair::from_private_string(&text)
+                    .map(|k| k.seal_mac_key())
+                    .map_err(|_| e)
+            })
+            .map_err(|e| VerifyError::Usage(format!("MAC key {}: {e}", path.display())))?;
+        mac_keys.push(key);
+    }
     // What the command line names wins; otherwise the config's checkpoint
     // key, witness and log id, as the writer uses them.
     if public_keys.is_empty() {
         public_keys = from_config.keys;
+        if mac_keys.is_empty() {
+            mac_keys = from_config.mac_keys;
+        }
     }
     let options = VerifyOptions {
         public_keys,
+        mac_keys,
         witness: args.witness.clone().or(from_config.witness),
         log_id: args.log_id.clone().or(from_config.log_id),
         max_age: args.max_age,

@@ -49,6 +49,10 @@ pub struct VerifyOptions {
     /// Trusted checkpoint keys. When set, every checkpoint and key rotation is
     /// checked, and records after the last checkpoint are reported.
     pub public_keys: Vec<audit_core::checkpoint::PublicKey>,
+    /// MAC keys (docs/FORMAT.md section 9): with one, every MAC seal is
+    /// checked and counts as a seal; without, MAC seals are records like any
+    /// other and the records after the last signed seal are the unsigned tail.
+    pub mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
     /// A witness directory holding checkpoint notes published by the writer.
     pub witness: Option<std::path::PathBuf>,
     /// The log's identity: every signed note must name it. Without it, every
@@ -65,6 +69,7 @@ impl Default for VerifyOptions {
             batch: 8192,
             progress: false,
             public_keys: Vec::new(),
+            mac_keys: Vec::new(),
             witness: None,
             log_id: None,
             max_age: None,
@@ -239,6 +244,11 @@ fn signatures(
                 "--witness needs --public-key to check the witness's signature".into(),
             ));
         }
+        if !options.mac_keys.is_empty() {
+            return Err(VerifyError::Usage(
+                "--mac-key needs --public-key: MAC seals are checked between signed seals".into(),
+            ));
+        }
         if options.log_id.is_some() {
             // Silently ignored, it would look checked: only signed notes
             // name the log.
@@ -277,6 +287,7 @@ fn signatures(
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let signed = signed::Signed::new(signed::Expect {
         keys: options.public_keys.clone(),
+        mac_keys: options.mac_keys.clone(),
         log_id: options.log_id.clone(),
         max_age_secs: options.max_age.map(|d| d.as_secs()),
         witness: notes,

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use audit_core::checkpoint::{
-    verify_checkpoint, verify_rotation, verify_seal, NoteError, PublicKey,
+    verify_checkpoint, verify_rotation, verify_seal, NoteError, PublicKey, Seal,
 };
+use audit_core::seal_mac::{decode_mac, SealMacKey};
 use audit_core::{Hash32, Location};
 
 use crate::finding::{CheckpointAge, Finding, FindingClass, Findings, Severity};
@@ -24,6 +25,10 @@ pub(crate) struct Special {
     /// The `key_id` member of a checkpoint record.
     pub key_id: Option<String>,
     pub note: Option<String>,
+    /// A MAC seal's `stretch` member.
+    pub stretch: Option<u64>,
+    /// A MAC seal's `mac` member.
+    pub mac: Option<String>,
 }
 
 /// The signed record types.
@@ -57,6 +62,8 @@ impl SpecialType {
 pub(crate) struct Expect {
     /// Trusted keys, oldest first (a key history when there are several).
     pub keys: Vec<PublicKey>,
+    /// MAC keys, which check the MAC seals.
+    pub mac_keys: Vec<SealMacKey>,
     /// The log's identity, when the auditor knows it.
     pub log_id: Option<String>,
     /// The newest checkpoint must be younger than this many seconds.
@@ -86,6 +93,9 @@ pub(crate) const UNSEALED_TAIL_BOUND: u64 = 8_210;
 /// The signature state of one log.
 pub(crate) struct Signed {
     history: Vec<PublicKey>,
+    mac_keys: Vec<SealMacKey>,
+    /// The last MAC seal that could not be checked (no MAC key given).
+    unchecked_mac: Option<u64>,
     current: Vec<PublicKey>,
     retired: Vec<PublicKey>,
     log_id: Option<String>,
@@ -153,6 +163,8 @@ impl Signed {
         Self {
             current: expect.keys.clone(),
             history: expect.keys,
+            mac_keys: expect.mac_keys,
+            unchecked_mac: None,
             retired: Vec::new(),
             log_id_given: expect.log_id.is_some(),
             log_id: expect.log_id,
@@ -265,10 +277,17 @@ impl Signed {
         s: u64,
         special: &Special,
         loc: &Location,
+        prev: Option<Hash32>,
         seen: &dyn Fn(u64, Hash32) -> Option<bool>,
     ) {
         let loc = loc.to_string();
         let what = special.record_type.name();
+        if special.record_type == SpecialType::Seal && special.note.is_none() {
+            if let Some(mac) = special.mac.as_deref() {
+                self.mac_seal(findings, s, special, mac, &loc, prev, seen);
+                return;
+            }
+        }
         let Some(note) = special.note.as_deref() else {
             find(
                 findings,
@@ -361,6 +380,77 @@ impl Signed {
                 find(findings, class, s, &loc, format!("{what}: {d}"));
             }
         }
+    }
+
+    /// A MAC seal at `s` (docs/FORMAT.md section 9): checked with the MAC
+    /// keys when the auditor has them, and then a seal like a signed one
+    /// (except that it names no key). Without them it is a record like any
+    /// other; only its form is checked, since the writer writes no other.
+    #[allow(clippy::too_many_arguments)]
+    fn mac_seal(
+        &mut self,
+        findings: &mut Findings,
+        s: u64,
+        special: &Special,
+        mac: &str,
+        loc: &str,
+        prev: Option<Hash32>,
+        seen: &dyn Fn(u64, Hash32) -> Option<bool>,
+    ) {
+        let malformed = |findings: &mut Findings, why: &str| {
+            find(
+                findings,
+                FindingClass::Malformed,
+                s,
+                loc,
+                format!("MAC seal: {why}"),
+            );
+        };
+        let (Some(sealed_seq), Some(stretch), Some(mac), Some(head)) =
+            (special.sealed_seq, special.stretch, decode_mac(mac), prev)
+        else {
+            return malformed(
+                findings,
+                "a MAC seal has `sealed_seq`, `stretch` and a base64 32-byte `mac`, and follows a record",
+            );
+        };
+        if sealed_seq.checked_add(1) != Some(s) {
+            return malformed(findings, "`sealed_seq` is not the record before it");
+        }
+        if self.mac_keys.is_empty() {
+            self.unchecked_mac = Some(s);
+            return;
+        }
+        let Some(log_id) = self.log_id.clone() else {
+            return find(
+                findings,
+                FindingClass::Unsigned,
+                s,
+                loc,
+                "a MAC seal before any signed note, and no --log-id: the log it seals is unknown"
+                    .into(),
+            );
+        };
+        let seal = Seal {
+            log_id,
+            seq: sealed_seq,
+            head,
+            max_stretch: stretch,
+        };
+        if !self.mac_keys.iter().any(|k| k.verifies(&seal, &mac)) {
+            return find(
+                findings,
+                FindingClass::BadSignature,
+                s,
+                loc,
+                "the seal's MAC does not verify with any MAC key given".into(),
+            );
+        }
+        self.commits(findings, s, loc, "MAC seal", sealed_seq, head, seen);
+        self.sealed(findings, s, loc, stretch);
+        // Covered, but it names no key: the key history is told by signed
+        // records only, and a log needs one of those to be signed at all.
+        self.covered = self.covered.max(s);
     }
 
     /// A signed note at `s` commits to record `seq` with hash `head`.
@@ -541,7 +631,10 @@ impl Signed {
                         },
                         seq: Some(self.covered + 1),
                         location: end.into(),
-                        detail: format!("{tail} record(s) after the last valid signature are not covered by one"),
+                        detail: match self.unchecked_mac {
+                            Some(m) if m > self.covered => format!("{tail} record(s) after the last valid signature are not covered by one (MAC seals up to record {m} cover them; --mac-key checks those)"),
+                            _ => format!("{tail} record(s) after the last valid signature are not covered by one"),
+                        },
                     });
                 }
             }

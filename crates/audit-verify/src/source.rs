@@ -343,6 +343,9 @@ impl Source {
 pub struct ConfigChecks {
     /// The key history: `previous_key_file`'s public half, then `key_file`'s.
     pub keys: Vec<audit_core::checkpoint::PublicKey>,
+    /// The MAC keys of the config's keys (derived from the private keys it
+    /// names), which check the MAC seals.
+    pub mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
     /// `witness_dir`.
     pub witness: Option<PathBuf>,
     /// `log_id`.

@@ -38,6 +38,7 @@ use crate::checkpoint::{rotation_body, Checkpoint, KeyPair, Seal};
 use crate::entry::AuditEntry;
 use crate::entry_json::EncodeError;
 use crate::record::{ChainHead, Hash32, Record};
+use crate::seal_mac::SealMacKey;
 use crate::sink::{RecordBatch, Sink, SinkError};
 use retention::{JobSource, Retention};
 
@@ -261,10 +262,30 @@ pub struct CheckpointConfig {
     /// with this still set rotates nothing. Seals signed by this key are also
     /// accepted when start-up authenticates the sinks' tails.
     pub previous_key: Option<Arc<KeyPair>>,
+    /// A batch's seal is signed (an Ed25519 note a public verifier checks)
+    /// when at least this many records follow the last signed seal; the
+    /// other batches end with a MAC seal, which only the writer and an
+    /// auditor holding the MAC key can check (docs/FORMAT.md section 9).
+    /// 0 signs every seal. The first seal after start-up and the seal of a
+    /// batch holding a checkpoint are always signed.
+    pub sign_seals_every_records: u64,
+    /// A batch's seal is also signed when the last signed seal is this old,
+    /// so a public verifier's unsigned tail stays this short in time.
+    pub sign_seals_every: Duration,
 }
 
 impl CheckpointConfig {
-    /// Checkpoints every 1,000 records or 10 seconds, a heartbeat every 60 s.
+    /// The stretch a signed seal announces: the most records between two
+    /// consecutive signed seals, with `max_stretch` the most between any two
+    /// consecutive seals ([`WriterConfig::max_stretch`]). The writer signs
+    /// the first seal whose batch ends at least `sign_seals_every_records`
+    /// after the last signed one, so the bound is their sum.
+    pub fn signed_stretch(&self, max_stretch: u64) -> u64 {
+        max_stretch.saturating_add(self.sign_seals_every_records)
+    }
+
+    /// Checkpoints every 1,000 records or 10 seconds, a heartbeat every 60 s;
+    /// a signed seal at least every 1,024 records or 100 ms.
     pub fn new(key: Arc<KeyPair>, log_id: impl Into<String>) -> Self {
         Self {
             key,
@@ -275,6 +296,8 @@ impl CheckpointConfig {
             witness_dir: None,
             witness_interval: Duration::from_secs(1),
             previous_key: None,
+            sign_seals_every_records: 1024,
+            sign_seals_every: Duration::from_millis(100),
         }
     }
 }
@@ -509,6 +532,8 @@ impl AuditLog {
             max_stretch: config.max_stretch(n_sinks),
             markers_per_batch: WriterConfig::markers_per_batch(n_sinks),
             final_checkpoint_written: false,
+            seal_mac: config.checkpoints.as_ref().map(|cp| cp.key.seal_mac_key()),
+            last_signed_seal: None,
             witness_writes: Vec::new(),
             witness_pending: None,
             last_witness: None,
@@ -787,6 +812,11 @@ struct Driver {
     /// The most markers one batch takes, which `max_stretch` counts on.
     markers_per_batch: usize,
     final_checkpoint_written: bool,
+    /// The MAC key of the seals that are not signed.
+    seal_mac: Option<SealMacKey>,
+    /// The last signed seal this run, and when it was chained: the next seal
+    /// is signed once it is far enough behind (None: none yet this run).
+    last_signed_seal: Option<(u64, Instant)>,
     witness_writes: Vec<JoinHandle<()>>,
     witness_pending: Option<(u64, String)>,
     last_witness: Option<Instant>,
@@ -1008,8 +1038,10 @@ impl Driver {
         if self.seq.next_seq() == first {
             return;
         }
-        // Last, so it covers everything this batch chained.
-        self.seal_batch();
+        // Last, so it covers everything this batch chained. A batch holding a
+        // checkpoint is signed anyway; its seal is signed too, so a public
+        // verifier's last signed seal is never behind the last checkpoint.
+        self.seal_batch(!witness_notes.is_empty() || rotated);
         let last = self.seq.next_seq() - 1;
         self.last_batch_entries = waiters.len();
         let now = Instant::now();
@@ -1148,44 +1180,75 @@ impl Driver {
         notes
     }
 
-    /// Ends the batch with its `seal` record: the writer's signature over the
+    /// Ends the batch with its `seal` record: the writer's signature (or,
+    /// between signed seals, its MAC; see [`crate::seal_mac`]) over the
     /// batch's last record, so that at start-up it can tell its own records
     /// from records written into a sink's storage by someone else. Chained
     /// in the same batch, it is durable exactly when the batch is, before any
     /// of the batch's receipts.
-    fn seal_batch(&mut self) {
-        let Some(cp) = &self.config.checkpoints else {
+    fn seal_batch(&mut self, sign: bool) {
+        let (Some(cp), Some(mac_key)) = (&self.config.checkpoints, &self.seal_mac) else {
             return;
         };
         let Some(head) = self.seq.head() else {
             return;
         };
-        let seal = Seal {
+        let now = Instant::now();
+        let sign = sign
+            || cp.sign_seals_every_records == 0
+            || self.last_signed_seal.is_none_or(|(at, when)| {
+                head.seq - at >= cp.sign_seals_every_records
+                    || now.duration_since(when) >= cp.sign_seals_every
+            });
+        let mut seal = Seal {
             log_id: cp.log_id.clone(),
             seq: head.seq,
             head: head.hash,
             max_stretch: self.max_stretch,
         };
-        let note = cp.key.sign_note(&seal.body());
-        #[derive(Serialize)]
-        struct Fields<'a> {
-            sealed_seq: u64,
-            note: &'a str,
-        }
-        let mut buf = Vec::with_capacity(note.len() + 300);
-        match encode_marker_body(
-            "seal",
-            &Fields {
-                sealed_seq: head.seq,
-                note: &note,
-            },
-            &mut buf,
-        ) {
+        let mut buf = Vec::with_capacity(400);
+        let encoded = if sign {
+            seal.max_stretch = cp.signed_stretch(self.max_stretch);
+            #[derive(Serialize)]
+            struct Fields<'a> {
+                sealed_seq: u64,
+                note: &'a str,
+            }
+            let note = cp.key.sign_note(&seal.body());
+            encode_marker_body(
+                "seal",
+                &Fields {
+                    sealed_seq: head.seq,
+                    note: &note,
+                },
+                &mut buf,
+            )
+        } else {
+            #[derive(Serialize)]
+            struct Fields {
+                sealed_seq: u64,
+                stretch: u64,
+                mac: String,
+            }
+            encode_marker_body(
+                "seal",
+                &Fields {
+                    sealed_seq: head.seq,
+                    stretch: seal.max_stretch,
+                    mac: crate::seal_mac::encode_mac(&mac_key.mac(&seal)),
+                },
+                &mut buf,
+            )
+        };
+        match encoded {
             Ok(()) => {
                 let r = self.seq.seal_owned(buf);
+                if sign {
+                    self.last_signed_seal = Some((r.seq(), now));
+                }
                 self.retention.push(r);
             }
-            // Two integers and a string: serde_json cannot fail on them.
+            // Integers and strings: serde_json cannot fail on them.
             Err(e) => tracing::error!(error = %e, "cannot encode a seal"),
         }
     }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::{CheckpointConfig, OpenError, Role, SinkSpec, SinkStart, WriterConfig};
-use crate::checkpoint::{verify_checkpoint, verify_rotation, verify_seal, PublicKey};
+use crate::checkpoint::{verify_checkpoint, verify_rotation, verify_seal, PublicKey, Seal};
 use crate::record::{ChainHead, PrevHash, Record};
+use crate::seal_mac::{decode_mac, SealMacKey};
 use crate::sink::{RecordBatch, Sink, SinkError};
 
 pub(super) struct Start {
@@ -189,10 +190,12 @@ async fn authenticate_all(
     sinks: &[SinkSpec],
     heads: &mut [Result<Option<ChainHead>, SinkError>],
 ) -> Result<Vec<Option<PublicKey>>, OpenError> {
-    let mut keys = vec![cp.key.public()];
-    if let Some(old) = &cp.previous_key {
-        keys.push(old.public());
-    }
+    let mut own = vec![cp.key.clone()];
+    own.extend(cp.previous_key.clone());
+    let keys = Trusted {
+        public: own.iter().map(|k| k.public()).collect(),
+        macs: own.iter().map(|k| (k.seal_mac_key(), k.public())).collect(),
+    };
     let max_stretch = config.max_stretch(sinks.len());
     let mut scans: Vec<Option<Scanned>> = Vec::with_capacity(sinks.len());
     for (spec, head) in sinks.iter().zip(heads.iter_mut()) {
@@ -307,6 +310,12 @@ async fn authenticate_all(
     Ok(signers)
 }
 
+/// The writer's own keys, current and previous, and the MAC keys of each.
+struct Trusted {
+    public: Vec<PublicKey>,
+    macs: Vec<(SealMacKey, PublicKey)>,
+}
+
 /// Reads the end of a sink's chain and finds its last valid seal. Seals come
 /// at least every `max_stretch` records, so the last `max_stretch + 2`
 /// records hold one (and the record it signs) unless the tail is longer than
@@ -315,7 +324,7 @@ async fn authenticate_all(
 async fn scan(
     sink: &dyn Sink,
     head: ChainHead,
-    keys: &[PublicKey],
+    keys: &Trusted,
     log_id: &str,
     max_stretch: u64,
 ) -> Result<Scanned, OpenError> {
@@ -331,7 +340,7 @@ async fn scan_from(
     sink: &dyn Sink,
     head: ChainHead,
     from: u64,
-    keys: &[PublicKey],
+    keys: &Trusted,
     log_id: &str,
 ) -> Result<Scanned, OpenError> {
     let bad = |detail: String| OpenError::Backfill {
@@ -395,7 +404,7 @@ fn note_signature(
     found: &mut Scanned,
     prev: &Record,
     rec: &Record,
-    keys: &[PublicKey],
+    trusted: &Trusted,
     log_id: &str,
 ) {
     #[derive(serde::Deserialize)]
@@ -403,7 +412,10 @@ fn note_signature(
         sealed_seq: Option<u64>,
         checkpoint_seq: Option<u64>,
         note: Option<String>,
+        stretch: Option<u64>,
+        mac: Option<String>,
     }
+    let keys = &trusted.public[..];
     let text = rec.text();
     let is_seal = text.starts_with(SEAL_PREFIX);
     let is_checkpoint = text.starts_with(b"{\"record_type\":\"checkpoint\"");
@@ -418,13 +430,34 @@ fn note_signature(
         |seq: u64, hash| seq == prev.seq() && hash == prev.hash() && rec.seq() == prev.seq() + 1;
     if is_seal {
         found.any_seal = true;
-        let valid = note
+        let signed = note
             .and_then(|n| verify_seal(n, keys).ok())
             .filter(|(seal, _)| {
                 seal.log_id == log_id
                     && fields.as_ref().and_then(|f| f.sealed_seq) == Some(seal.seq)
                     && signs_prev(seal.seq, seal.head)
             });
+        // A MAC seal: the MAC of the seal of the record before it, by one of
+        // this writer's keys. A record with both a note and a MAC is neither.
+        let mac = || {
+            let f = fields.as_ref()?;
+            if f.note.is_some() || f.sealed_seq != Some(prev.seq()) {
+                return None;
+            }
+            let mac = decode_mac(f.mac.as_deref()?)?;
+            let seal = Seal {
+                log_id: log_id.to_string(),
+                seq: prev.seq(),
+                head: prev.hash(),
+                max_stretch: f.stretch?,
+            };
+            trusted
+                .macs
+                .iter()
+                .find(|(k, _)| k.verifies(&seal, &mac))
+                .map(|(_, public)| (seal, public.clone()))
+        };
+        let valid = signed.or_else(mac);
         match valid {
             Some((_, key)) => {
                 found.last_seal = Some((rec.head(), key));
