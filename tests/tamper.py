@@ -10,10 +10,13 @@ result as one segment. --edit changes the `tool_called` of the first entry at or
 record SEQ (an error if there is none);
 --drop-signed-after removes the checkpoint, seal and key_rotation records
 after SEQ; --drop-notes-after removes only those holding a signed note (so
-MAC seals stay, now over the wrong hashes); --keep keeps the first N records. The chain is recomputed.
+MAC seals stay, now over the wrong hashes); --keep keeps the first N records.
+The chain is recomputed, and a kept MAC seal's `sealed_seq` is renumbered to
+the record before it, as an attacker would.
 Used by `cargo xtask test`.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +70,8 @@ def main(argv):
     prev = b"genesis"
     with open(os.path.join(dst, "audit-00000000000000000001.jsonl"), "wb") as f:
         for seq, body in enumerate(members, 1):
+            if body.startswith(b'"record_type":"seal"') and b'"mac":' in body:
+                body = re.sub(rb'"sealed_seq":\d+', b'"sealed_seq":%d' % (seq - 1), body, count=1)
             unhashed = b"{%s,\"chain_sequence\":%d,\"chain_prev_hash\":\"%s\"}" % (body, seq, prev)
             h = iv.blake3.blake3(unhashed).hexdigest()  # FORMAT.md section 3
             f.write(unhashed[:-1] + b',"chain_record_hash":"%s"}\n' % h.encode())
