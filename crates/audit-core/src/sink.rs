@@ -101,6 +101,9 @@ pub struct StoredRecord {
     pub text: bytes::Bytes,
     /// Set when the stored item exceeded the reader's size limit and was skipped.
     pub oversized: Option<u64>,
+    /// Set with `oversized` when the skipped item ran through a hole of a
+    /// sparse file (zeros that no record holds), whatever its length.
+    pub sparse: bool,
     /// The item is the log's last and ended without its terminator: a torn
     /// write. Readers leave it unset for an unterminated line anywhere else,
     /// which is then checked as a record like any other.
@@ -117,6 +120,7 @@ impl StoredRecord {
             location,
             text: text.into(),
             oversized: None,
+            sparse: false,
             incomplete: false,
             columns: None,
         }

@@ -19,9 +19,13 @@ pub(crate) struct Analyzed {
 }
 
 enum Kind {
-    Oversized(u64),
+    /// Skipped unread: its length, and whether it ran through a hole.
+    Oversized(u64, bool),
     Torn(u64),
-    Malformed { error: String, seq: Option<u64> },
+    Malformed {
+        error: String,
+        seq: Option<u64>,
+    },
     Record(Rec),
 }
 
@@ -43,7 +47,7 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
     if let Some(len) = item.oversized {
         return Analyzed {
             location,
-            kind: Kind::Oversized(len),
+            kind: Kind::Oversized(len, item.sparse),
         };
     }
     if item.incomplete {
@@ -312,14 +316,13 @@ impl Classifier {
     pub(crate) fn push(&mut self, a: Analyzed) {
         let loc = a.location;
         let rec = match a.kind {
-            Kind::Oversized(len) => {
-                self.find(
-                    FindingClass::Malformed,
-                    Severity::Error,
-                    None,
-                    &loc,
-                    format!("line of {len} bytes exceeds the reader's limit; skipped"),
-                );
+            Kind::Oversized(len, sparse) => {
+                let detail = if sparse {
+                    format!("line of {len} bytes runs through a hole of a sparse file (zeros, which no record holds); skipped unread")
+                } else {
+                    format!("line of {len} bytes exceeds the reader's limit; skipped")
+                };
+                self.find(FindingClass::Malformed, Severity::Error, None, &loc, detail);
                 return;
             }
             Kind::Torn(len) => {

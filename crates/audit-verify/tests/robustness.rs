@@ -43,6 +43,37 @@ async fn missing_source_is_an_error_not_a_finding() {
     assert!(Source::parse("s3x://bucket").is_err());
 }
 
+/// A terabyte hole between two records is one malformed line, named as a
+/// hole and skipped unread, and the verdict is not intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terabyte_hole_inside_a_log_is_a_finding_found_without_reading_it() {
+    use std::io::{Seek, SeekFrom};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("holed.jsonl");
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/seed-format/seed-basic.jsonl"
+    ))
+    .expect("fixture");
+    let half = seed.iter().position(|&b| b == b'\n').expect("a line") + 1;
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(&seed[..half]).expect("write");
+    f.seek(SeekFrom::Current(1 << 40)).expect("seek");
+    f.write_all(b"\n").expect("write");
+    f.write_all(&seed[half..]).expect("write");
+    drop(f);
+    let r = verify(&[Source::File(path)], &VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(!r.ok);
+    let holes: Vec<_> = r.sources[0]
+        .findings
+        .iter()
+        .filter(|f| f.class == FindingClass::Malformed && f.detail.contains("hole"))
+        .collect();
+    assert_eq!(holes.len(), 1, "{}", r.human());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

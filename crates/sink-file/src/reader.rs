@@ -95,6 +95,9 @@ impl RecordReader for FileLog {
                 limit: u64::MAX,
                 carry: Vec::new(),
                 skipping: None,
+                holed: false,
+                sparse: false,
+                len: 0,
                 line_start: 0,
                 offset: 0,
                 line: 0,
@@ -114,6 +117,13 @@ struct FileCursor {
 /// without copying.
 const CHUNK: usize = 4 << 20;
 
+/// A hole of a sparse file at least this long is skipped without being
+/// read: its zeros make the line that holds it malformed (no record holds a
+/// NUL byte), so the line is reported with its length, as an oversized one
+/// is. Reading holes would make verify's time grow with a planted file's
+/// apparent size instead of the bytes stored.
+const HOLE: u64 = 64 << 10;
+
 struct CursorState {
     name: String,
     files: Vec<std::sync::Arc<std::path::Path>>,
@@ -126,6 +136,12 @@ struct CursorState {
     carry: Vec<u8>,
     /// Set while skipping a line longer than `max_line`: its length so far.
     skipping: Option<u64>,
+    /// The skipped line runs through a hole (see [`HOLE`]).
+    holed: bool,
+    /// The current file is sparse, and holes are looked for before reads.
+    sparse: bool,
+    /// The current file's length.
+    len: u64,
     /// File offset where the current (carried or skipped) line starts.
     line_start: u64,
     /// File offset of the next byte to read.
@@ -167,6 +183,7 @@ impl CursorState {
             text,
         );
         item.oversized = oversized;
+        item.sparse = oversized.is_some() && std::mem::take(&mut self.holed);
         // Only the log's end can hold a torn write. In an earlier file an
         // unterminated line is read like any other: malformed unless it is a
         // whole record (FORMAT.md section 8).
@@ -184,6 +201,9 @@ impl CursorState {
             };
             let mut f =
                 crate::segments::open_segment(path, false).map_err(|e| self.io("open", e))?;
+            let meta = f.metadata().map_err(|e| self.io("stat", e))?;
+            self.len = meta.len();
+            self.sparse = crate::segments::is_sparse(&meta);
             self.limit = if self.index + 1 == self.files.len() {
                 crate::segments::data_end(&mut f).map_err(|e| self.io("read", e))?
             } else {
@@ -193,6 +213,9 @@ impl CursorState {
             self.offset = 0;
             self.line = 0;
             self.line_start = 0;
+        }
+        if self.sparse {
+            self.skip_hole()?;
         }
         let carried = self.carry.len();
         let mut chunk = Vec::with_capacity(carried + CHUNK);
@@ -254,6 +277,37 @@ impl CursorState {
             None => self.carry.extend_from_slice(rest),
         }
         Ok(true)
+    }
+
+    /// Moves past a hole of at least [`HOLE`] bytes at the read offset,
+    /// counting it into the current line, which is then skipped.
+    fn skip_hole(&mut self) -> Result<(), SinkError> {
+        let end = self.limit.min(self.len);
+        if self.offset >= end {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let Some(data) = crate::segments::next_data(file, self.offset, self.len) else {
+            return Ok(());
+        };
+        let data = data.min(end);
+        if data < self.offset.saturating_add(HOLE) {
+            return Ok(());
+        }
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(data))
+            .map_err(|e| self.io("seek", e))?;
+        let gap = data - self.offset;
+        let before = self
+            .skipping
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.carry).len() as u64);
+        self.skipping = Some(before + gap);
+        self.holed = true;
+        self.offset = data;
+        Ok(())
     }
 
     fn read(&mut self, max: usize) -> Result<Option<Vec<StoredRecord>>, SinkError> {

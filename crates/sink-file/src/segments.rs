@@ -150,6 +150,50 @@ fn last_data_end(_file: &File, len: u64) -> u64 {
     len
 }
 
+/// Where the next data region of `file` at or after `pos` starts, by
+/// `SEEK_DATA`: `None` where the filesystem cannot tell, `len` when only a
+/// hole follows. Leaves the file's cursor where it was.
+#[cfg(target_os = "linux")]
+pub fn next_data(file: &File, pos: u64, len: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let at = libc::off_t::try_from(pos).ok()?;
+    // SAFETY: lseek only moves this descriptor's offset, which is restored.
+    let cursor = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if cursor < 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+    let found = if data < 0 {
+        // ENXIO: nothing but a hole after `pos`.
+        (io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)).then_some(len)
+    } else {
+        u64::try_from(data).ok().map(|d| d.min(len))
+    };
+    // SAFETY: as above.
+    unsafe { libc::lseek(fd, cursor, libc::SEEK_SET) };
+    found
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn next_data(_file: &File, _pos: u64, _len: u64) -> Option<u64> {
+    None
+}
+
+/// Whether `file` has fewer blocks allocated than its length needs: a
+/// sparse file, whose holes read as zeros without being stored.
+#[cfg(unix)]
+pub fn is_sparse(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512) < meta.len()
+}
+
+#[cfg(not(unix))]
+pub fn is_sparse(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// The first NUL byte in `[from, to)` of `file`, if any.
 pub fn find_nul(file: &mut File, from: u64, to: u64) -> io::Result<Option<u64>> {
     const CHUNK: u64 = 1 << 20;

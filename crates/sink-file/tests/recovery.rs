@@ -456,6 +456,57 @@ async fn a_sparse_terabyte_tail_is_skipped_not_read() {
     assert_eq!(fs::metadata(&segment).expect("stat").len(), data_len);
 }
 
+/// Holes in segments that are not the last (a terabyte in the middle of
+/// one, a terabyte after the last record of another) are skipped without
+/// being read: each is one malformed line, marked as running through a
+/// hole, and the records around them read as before. Reading them would take
+/// hours.
+#[tokio::test]
+async fn terabyte_holes_in_earlier_segments_are_skipped_not_read() {
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = FileSinkConfig::new("f", dir.path());
+    config.max_segment_bytes = Some(4 * 1024);
+    let recs = sample_records(None, 30);
+    let sink = FileSink::open(config).await.expect("open");
+    for chunk in recs.chunks(3) {
+        sink.append(&batch(chunk)).await.expect("append");
+    }
+    drop(sink);
+    let segs = list_segments(dir.path()).expect("list");
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    // A terabyte hole after the first line of segment 0.
+    let bytes = fs::read(&segs[0].path).expect("read");
+    let first_nl = bytes.iter().position(|&b| b == b'\n').expect("a line") + 1;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&segs[0].path)
+        .expect("open");
+    f.write_all(&bytes[..first_nl]).expect("write");
+    f.seek(SeekFrom::Current(1 << 40)).expect("seek");
+    f.write_all(&bytes[first_nl..]).expect("write");
+    drop(f);
+    // A terabyte hole at the end of segment 1.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[1].path)
+        .and_then(|f| f.set_len(f.metadata()?.len() + (1 << 40)))
+        .expect("extend sparsely");
+    let items = read_all(&FileLog::open(dir.path()), 0).await;
+    let holed: Vec<_> = items.iter().filter(|i| i.sparse).collect();
+    assert_eq!(holed.len(), 2, "one line through each hole");
+    assert!(holed
+        .iter()
+        .all(|i| i.oversized.is_some_and(|n| n >= 1 << 40)));
+    let good = items
+        .iter()
+        .filter(|i| audit_core::Record::from_text(&i.text).is_ok())
+        .count();
+    // The record whose line the first hole runs into is lost into it.
+    assert_eq!(good, recs.len() - 1);
+}
+
 /// One writer per log: a second file sink on the same directory is refused,
 /// in this process and in another.
 #[tokio::test]
