@@ -1308,6 +1308,43 @@ fn profile_verify_parts() {
         "parse_record: {:.0} ns/record",
         t.elapsed().as_nanos() as f64 / 2e6
     );
+    // Arguments nested to the format's limit against flat ones of the same size.
+    {
+        let text = recs[0].text();
+        let key = b"\"arguments\":";
+        let at = text
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("an entry has arguments")
+            + key.len();
+        let mut values =
+            serde_json::Deserializer::from_slice(&text[at..]).into_iter::<serde::de::IgnoredAny>();
+        values.next();
+        let end = at + values.byte_offset();
+        let levels = audit_core::record::MAX_NESTING - 1;
+        let nested = "{\"a\":".repeat(levels) + "1" + &"}".repeat(levels);
+        let mut flat = String::from("{");
+        let mut i = 0;
+        while flat.len() + 8 < nested.len() {
+            flat.push_str(&format!("\"a{i}\":1,"));
+            i += 1;
+        }
+        flat.push_str("\"z\":1}");
+        for (what, args) in [("flat", flat), ("nested 127 levels", nested)] {
+            let mut t2 = text[..at].to_vec();
+            t2.extend_from_slice(args.as_bytes());
+            t2.extend_from_slice(&text[end..]);
+            let t = Instant::now();
+            for _ in 0..200_000 {
+                std::hint::black_box(audit_core::parse_record(&t2).expect("parse"));
+            }
+            eprintln!(
+                "parse_record, arguments {what} ({} bytes): {:.0} ns/record",
+                args.len(),
+                t.elapsed().as_nanos() as f64 / 2e5
+            );
+        }
+    }
     let t = Instant::now();
     for r in &recs {
         std::hint::black_box(audit_core::record_hash(r.text()));
