@@ -1075,8 +1075,12 @@ fn an_edit_under_mac_seals_fails_with_the_mac_key() {
         "--mac-key",
         &wrong,
     ]);
-    assert_exit(&o, 1);
-    assert!(text(&o).contains("MAC does not verify"), "{}", text(&o));
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).contains("belongs to none of the trusted keys"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A forgery after the last seal, sealed with a MAC by another key, is not
@@ -1102,8 +1106,9 @@ fn the_writer_does_not_adopt_a_forgery_under_another_keys_mac() {
         max_stretch: 12,
     };
     let mac = audit_core::seal_mac::encode_mac(&mallory.seal_mac_key().mac(&seal));
+    let writer_mac = audit_core::seal_mac::encode_mac(&mallory.writer_mac_key().mac(&seal));
     let body = format!(
-        "{{\"record_type\":\"seal\",\"sealed_seq\":{},\"stretch\":12,\"mac\":\"{mac}\"",
+        "{{\"record_type\":\"seal\",\"sealed_seq\":{},\"stretch\":12,\"mac\":\"{mac}\",\"writer_mac\":\"{writer_mac}\"",
         head.seq
     );
     lines.push(
@@ -1136,4 +1141,131 @@ fn the_writer_does_not_adopt_a_forgery_under_another_keys_mac() {
             text(&o)
         );
     }
+}
+
+/// Found by attack: members added beside a seal's note (or MAC) were never
+/// checked, so an `agent_id` and a `tool_called` rode along on the last
+/// seal, `audit query` returned them, and the writer adopted the record and
+/// signed over it. A marker holds exactly its members: malformed in every
+/// mode, and the writer refuses to start on it.
+#[test]
+fn a_member_added_beside_the_last_seals_note_is_malformed_and_not_adopted() {
+    let log = Log::new(20);
+    let mut lines = log.lines();
+    let last = lines.len() - 1;
+    assert!(record_type(&lines[last]).as_deref() == Some("seal"));
+    let marker = "mallory-beside-the-note";
+    let edited = String::from_utf8(lines[last].clone())
+        .expect("utf8")
+        .replacen(
+            "\"record_type\":\"seal\",",
+            &format!("\"record_type\":\"seal\",\"agent_id\":\"{marker}\","),
+            1,
+        )
+        .into_bytes();
+    lines[last] = edited;
+    rechain(&mut lines, last);
+    log.write_lines(&lines);
+    let public = [log.file_source(), "--public-key".into(), log.pub_key()];
+    let public: Vec<&str> = public.iter().map(String::as_str).collect();
+    let o = log.verify(&[&public[..], &["--json"]].concat());
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(count(&v, "malformed"), 1, "{v}");
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
+    let db = rusqlite_free_read(&log.path("data/audit.db"));
+    assert!(!db.contains(marker), "the forgery was copied into SQLite");
+}
+
+/// Found by attack: whoever holds the auditors' MAC key (the `.mac` file)
+/// could seal a forgery the writer adopted and signed over. The writer
+/// trusts its own MAC only (`writer_mac`, a key never written anywhere).
+#[test]
+fn the_auditors_mac_key_cannot_make_the_writer_adopt_a_forgery() {
+    let log = Log::new(20);
+    let mut lines = log.lines();
+    let marker = "agent-forged-with-the-mac-file";
+    let fake = String::from_utf8(fake_entry(9))
+        .expect("utf8")
+        .replacen("\"agent_id\":\"", &format!("\"agent_id\":\"{marker}"), 1)
+        .into_bytes();
+    lines.push(fake);
+    let n = lines.len();
+    rechain(&mut lines, n - 1);
+    let mac_text = std::fs::read_to_string(log.path("keys/audit.test.mac")).expect("mac file");
+    let auditors = audit_core::seal_mac::SealMacKey::from_text(&mac_text).expect("mac key");
+    let head = Record::from_text(&lines[n - 1]).expect("record").head();
+    let seal = audit_core::checkpoint::Seal {
+        log_id: "audit.test/log".into(),
+        seq: head.seq,
+        head: head.hash,
+        max_stretch: 12,
+    };
+    let mac = audit_core::seal_mac::encode_mac(&auditors.mac(&seal));
+    // The best guess at the writer's MAC: the auditors' again.
+    let body = format!(
+        "{{\"record_type\":\"seal\",\"sealed_seq\":{},\"stretch\":12,\"mac\":\"{mac}\",\"writer_mac\":\"{mac}\"",
+        head.seq
+    );
+    lines.push(
+        Sequencer::resume(Some(head))
+            .seal(body.as_bytes())
+            .text()
+            .to_vec(),
+    );
+    log.write_lines(&lines);
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
+    assert!(
+        text(&o).contains("file"),
+        "the refusal names the sink: {}",
+        text(&o)
+    );
+    let db = rusqlite_free_read(&log.path("data/audit.db"));
+    assert!(!db.contains(marker), "the forgery was copied into SQLite");
+}
+
+/// Found by attack: a second genesis chain in a single file was the seed
+/// proxy's restart, a warning, even with a key, and `--config` read a file
+/// sink's directory replaced by a file the same way. With a key, or from
+/// the config, it is an error, whichever chain comes first.
+#[test]
+fn a_second_chain_in_a_single_file_is_an_error_with_a_key_or_the_config() {
+    let log = Log::new(20);
+    let genuine = log.lines();
+    let mut forged: Vec<Vec<u8>> = (0..5).map(fake_entry).collect();
+    rechain(&mut forged, 0);
+    for (name, order) in [
+        ("after", [&genuine, &forged]),
+        ("before", [&forged, &genuine]),
+    ] {
+        let file = log.path(&format!("one-{name}.jsonl"));
+        let mut out = Vec::new();
+        for l in order.iter().flat_map(|v| v.iter()) {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        std::fs::write(&file, &out).expect("write");
+        let source = format!("file:{}", file.display());
+        let o = log.verify(&[&source, "--public-key", &log.pub_key(), "--json"]);
+        assert_exit(&o, 1);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert!(count(&v, "restart") >= 1, "{name}: {v}");
+    }
+    // The config's file sink, its directory replaced by such a file.
+    let dir = log.path("data/file");
+    std::fs::remove_dir_all(&dir).expect("rm");
+    std::fs::copy(log.path("one-after.jsonl"), &dir).expect("copy");
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "restart") >= 1, "{v}");
 }

@@ -264,7 +264,7 @@ async fn a_checkpoint_forged_under_an_unknown_key_is_an_error() {
     let mut body = Vec::new();
     audit_core::encode_marker_body(
         "checkpoint",
-        &serde_json::json!({"log_id": "audit.test/log", "checkpoint_seq": prev.seq(), "head_hash": prev.hash(), "key_id": mallory.public().id_hex(), "note": note}),
+        &checkpoint_fields(&prev, &mallory, note),
         &mut body,
     )
     .expect("encode");
@@ -313,7 +313,7 @@ async fn key_rotation_is_followed_and_a_retired_key_is_refused() {
     let mut body = Vec::new();
     audit_core::encode_marker_body(
         "checkpoint",
-        &serde_json::json!({"log_id": "audit.test/log", "checkpoint_seq": prev.seq(), "head_hash": prev.hash(), "key_id": old.public().id_hex(), "note": old.sign_note(&cp.body())}),
+        &checkpoint_fields(&prev, &old, old.sign_note(&cp.body())),
         &mut body,
     )
     .expect("encode");
@@ -545,4 +545,22 @@ async fn every_records_holds_whatever_the_batching() {
         }
         assert!(checkpoints as u64 >= 1280 / every, "{every}: {checkpoints}");
     }
+}
+
+/// A checkpoint record's members after `record_type`, in the writer's order
+/// (docs/FORMAT.md section 9), signing `prev` with `note` by `key`.
+fn checkpoint_fields(
+    prev: &Record,
+    key: &KeyPair,
+    note: String,
+) -> Box<serde_json::value::RawValue> {
+    // serde_json's map sorts its members, so they are spelled out, kept raw.
+    let text = format!(
+        r#"{{"timestamp":"2026-12-03T00:00:00Z","log_id":"audit.test/log","checkpoint_seq":{},"head_hash":"{}","key_id":"{}","note":{}}}"#,
+        prev.seq(),
+        prev.hash().to_hex(),
+        key.public().id_hex(),
+        serde_json::to_string(&note).expect("string")
+    );
+    serde_json::value::RawValue::from_string(text).expect("json")
 }

@@ -250,6 +250,31 @@ def lines_of(fname, is_last):
 # ---- Signed notes and keys: FORMAT.md section 9 ----
 
 SIGNED_TYPES = ("checkpoint", "seal", "key_rotation")
+# FORMAT.md section 9: each of the writer's records holds exactly these
+# members after record_type (and before the chain members), in this order.
+SHAPES = {
+    "checkpoint": [("timestamp", "log_id", "checkpoint_seq", "head_hash", "key_id", "note")],
+    "seal": [("sealed_seq", "note"), ("sealed_seq", "stretch", "mac", "writer_mac")],
+    "key_rotation": [("timestamp", "log_id", "new_key", "note")],
+}
+INTEGER_MEMBERS = ("checkpoint_seq", "sealed_seq", "stretch")
+
+
+def shape_error(rtype, pairs):
+    """Why a checkpoint, seal or rotation record has none of its shapes, or None."""
+    names = tuple(n for n, _ in pairs if n != "record_type" and not n.startswith("chain_"))
+    if names not in SHAPES[rtype]:
+        want = " or ".join(", ".join(s) for s in SHAPES[rtype])
+        return f"a {rtype} record holds exactly the members {want} after record_type; this one holds {', '.join(names) or 'none'}"
+    for n, v in pairs:
+        if n == "record_type" or n.startswith("chain_"):
+            continue
+        if n in INTEGER_MEMBERS:
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**64:
+                return f"`{n}` is not an unsigned integer"
+        elif not isinstance(v, str):
+            return f"`{n}` is not a string"
+    return None
 KEY_NAME = re.compile(r"[^\s+]+\Z")
 KEY_HEX_ID = re.compile(r"[0-9a-f]{8}\Z")
 CANONICAL = re.compile(r"[1-9][0-9]*\Z")  # a sequence: positive, no leading zero
@@ -315,7 +340,7 @@ MAC_KEY_CONTEXT = "auditlog 2026-12-02 seal MAC key v1"
 
 
 def mac_key(text):
-    """The 32-byte key of MAC seals, from `SEAL+MAC+name+id+base64(key)` or
+    """The signing key's (name, key ID) and the 32-byte key of its MAC seals, from `SEAL+MAC+name+id+base64(key)` or
     from the private key `PRIVATE+KEY+name+id+base64(0x01 || seed)`, whose
     MAC key is BLAKE3's derive_key(MAC_KEY_CONTEXT, seed)."""
     m = MAC_KEY.match(text)
@@ -323,13 +348,14 @@ def mac_key(text):
         raw = b64_strict(m.group(3))
         if len(raw) != 32:
             raise ValueError("a MAC key is 32 bytes")
-        return raw
+        return (m.group(1), bytes.fromhex(m.group(2))), raw
     m = PRIVATE_KEY.match(text)
     if m:
         raw = b64_strict(m.group(3))
         if len(raw) != 33 or raw[0] != 1:
             raise ValueError("not an Ed25519 private key")
-        return blake3.blake3(raw[1:], derive_key_context=MAC_KEY_CONTEXT).digest()
+        ident = (m.group(1), bytes.fromhex(m.group(2)))
+        return ident, blake3.blake3(raw[1:], derive_key_context=MAC_KEY_CONTEXT).digest()
     raise ValueError("not a MAC key (SEAL+MAC+name+id+key) or a private key")
 
 
@@ -437,7 +463,7 @@ class Options:
     def __init__(self):
         self.strict = False
         self.keys = []  # the key history, oldest first
-        self.mac_keys = []  # 32-byte keys that check MAC seals
+        self.mac_keys = []  # ((name, key ID), 32-byte key): check MAC seals
         self.log_id = None
         self.witness = None
         self.max_age = None
@@ -524,27 +550,30 @@ def check_signatures(signed, last_seq, opts, report):
     unchecked_mac = None  # the last MAC seal no --mac-key could check
     for r in signed:
         seq, where, m = r["seq"], r["where"], r["members"]
-        if r["type"] == "seal" and "note" not in m and "mac" in m:
-            # A MAC seal (section 9): its form always; its MAC with a key.
-            stretch, sealed, mac = m.get("stretch"), m.get("sealed_seq"), m.get("mac")
+        if r["shape_error"]:
+            report.error("malformed", f"{where}: {r['type']} record {seq}: {r['shape_error']}")
+            continue
+        if r["type"] == "seal" and "note" not in m:
+            # A MAC seal (section 9): its form always; its MAC with the MAC
+            # key of the key sealing the log here (the last valid
+            # signature's, or the last rotation's new key), so a retired
+            # key's MAC key cannot seal records after its rotation.
+            stretch, sealed = m["stretch"], m["sealed_seq"]
             try:
-                mac = b64_strict(mac) if isinstance(mac, str) else b""
+                mac, wlen = b64_strict(m["mac"]), len(b64_strict(m["writer_mac"]))
             except ValueError:
-                mac = b""
-            if (len(mac) != 32 or not isinstance(stretch, int) or isinstance(stretch, bool) or stretch < 0
-                    or isinstance(sealed, bool) or sealed != seq - 1 or r["prev_hash"] is None):
-                report.error("malformed", f"{where}: MAC seal {seq}: needs sealed_seq {seq - 1}, a stretch and a base64 32-byte mac, after its record")
+                mac, wlen = b"", 0
+            if len(mac) != 32 or wlen != 32 or sealed != seq - 1 or r["prev_hash"] is None:
+                report.error("malformed", f"{where}: MAC seal {seq}: needs sealed_seq {seq - 1}, a stretch and base64 32-byte mac and writer_mac, after its record")
                 continue
-            if not opts.mac_keys:
+            key = next((k for ident, k in opts.mac_keys if ident == current), None)
+            if key is None or log_id is None:
                 unchecked_mac = seq
-                continue
-            if log_id is None:
-                report.error("unsigned", f"{where}: MAC seal {seq} comes before any signed note and no --log-id names the log")
                 continue
             head = base64.b64encode(bytes.fromhex(r["prev_hash"])).decode("ascii")
             body = f"{log_id}\nseal\n{seq - 1}\n{head}\nstretch {stretch}\n".encode("utf-8")
-            if not any(hmac.compare_digest(blake3.blake3(body, key=k).digest(), mac) for k in opts.mac_keys):
-                report.error("bad_signature", f"{where}: MAC seal {seq} does not verify with any --mac-key")
+            if not hmac.compare_digest(blake3.blake3(body, key=key).digest(), mac):
+                report.error("bad_signature", f"{where}: MAC seal {seq} does not verify with the MAC key of {ident_str(current)}, the key sealing the log here")
                 continue
             seals.append((seq, stretch))
             continue
@@ -662,7 +691,8 @@ def verify(path, opts=None):
     last_computed = None
     # FORMAT.md section 10: a segment directory is a log our writer made,
     # which holds one chain; a single file may be the seed proxy's.
-    ours = os.path.isdir(path)
+    # A trusted key says the log is ours too: the seed proxy never signed.
+    ours = os.path.isdir(path) or bool(opts.keys)
     signing = bool(opts.keys)
     signed = []  # the signed records: a few members each
     witness = read_witness(opts, report) if signing and opts.witness else {}
@@ -721,6 +751,7 @@ def verify(path, opts=None):
             if signing and rtype in SIGNED_TYPES:
                 before = last_computed if last is not None and last[0] == seq - 1 else None
                 signed.append({"seq": seq, "type": rtype, "where": where, "members": dict(top),
+                               "shape_error": shape_error(rtype, top),
                                "note": dict(top).get("note"), "prev_hash": before})
             if witnessed is not None and seq in (witnessed, witnessed + 1):
                 at_witness.setdefault(seq, (computed, rtype, dict(top).get("note")))
@@ -810,6 +841,9 @@ def parse_args(argv):
         raise Unreadable("no log given")
     if (opts.witness or opts.max_age is not None or opts.log_id is not None or opts.mac_keys) and not opts.keys:
         raise Unreadable("--witness, --max-age, --log-id and --mac-key need --public-key: only a signed note can be trusted")
+    for ident, _ in opts.mac_keys:
+        if all(k.ident != ident for k in opts.keys):
+            raise Unreadable(f"MAC key {ident_str(ident)} belongs to none of the trusted keys; give its key with --public-key")
     if opts.keys:
         idents = [k.ident for k in opts.keys]
         if len(set(idents)) != len(idents):

@@ -41,6 +41,8 @@ class SigningKey:
         seed = self.priv.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         self.mac_key = blake3.blake3(seed, derive_key_context="auditlog 2026-12-02 seal MAC key v1").digest()
         self.mac_text = f"SEAL+MAC+{name}+{self.id.hex()}+{b64(self.mac_key)}"
+        # The writer's own MAC key: another context, never exported.
+        self.writer_mac_key = blake3.blake3(seed, derive_key_context="auditlog 2026-12-03 writer seal MAC key v1").digest()
         self.private_text = f"PRIVATE+KEY+{name}+{self.id.hex()}+{b64(bytes([1]) + seed)}"
 
     def line(self, body, bad=False):
@@ -103,7 +105,8 @@ class Writer:
         stretch = self.stretch if stretch is None else stretch
         body = f"{self.log_id}\nseal\n{seq}\n{b64(h)}\nstretch {stretch}\n"
         mac = blake3.blake3(body.encode(), key=(key or self.key).mac_key).digest()
-        return self.add('"record_type":"seal",' + f'"sealed_seq":{seq},"stretch":{stretch},"mac":"{b64(mac)}"')
+        wmac = blake3.blake3(body.encode(), key=(key or self.key).writer_mac_key).digest()
+        return self.add('"record_type":"seal",' + f'"sealed_seq":{seq},"stretch":{stretch},"mac":"{b64(mac)}","writer_mac":"{b64(wmac)}"')
 
     def checkpoint(self, key=None, when=None, witness=False):
         seq, h = self.head()
@@ -332,7 +335,58 @@ class VerifierTest(unittest.TestCase):
             w.members[i] = m[:start] + bad + (m[end:] if end >= 0 else "")
             w.rechain(lambda i, m: True)
             path = self.write(w, name="bad-" + str(abs(hash(bad))))
-            self.assertVerdict(path, 1, has=["malformed:", "MAC seal"])
+            self.assertVerdict(path, 1, has=["malformed:", "seal"])
+
+    def test_members_beside_a_note_or_a_mac_are_malformed(self):
+        # Found by attack: an agent_id added to the last seal rode along
+        # unsigned, and a query on it returned the record.
+        for kind in ("seal", "mac"):
+            for edit in (',"agent_id":"mallory"', '"note":null', '"sealed_seq":SEQ.0', 'reorder'):
+                w = self.mac_log()
+                if kind == "seal":
+                    w.entry()
+                    w.seal()
+                i = len(w.members) - 1
+                m = w.members[i]
+                seq = re.search(r'"sealed_seq":([0-9]+)', m).group(1)
+                if edit.startswith(","):
+                    m += edit
+                elif edit == '"note":null':
+                    m += ',"note":null' if kind == "mac" else ""
+                    m = m.replace('"note":"', '"notes":"') if kind == "seal" else m
+                elif edit == "reorder":
+                    first, rest = m.split(",", 2)[1], ",".join(m.split(",", 2)[2:])
+                    m = m.split(",", 1)[0] + "," + rest + "," + first
+                else:
+                    m = m.replace(f'"sealed_seq":{seq}', edit.replace("SEQ", seq))
+                w.members[i] = m
+                w.rechain(lambda i, m: True)
+                path = self.write(w, name=f"{kind}-{abs(hash(edit))}")
+                self.assertVerdict(path, 1, "--mac-key", self.mac_file(self.a), has=["malformed:"])
+
+    def test_a_second_chain_in_one_file_is_an_error_with_a_key(self):
+        # A seed-format file may hold restarts; a signed log never does.
+        w = Writer(self.a)
+        w.batches(2)
+        forged = Writer(self.a)
+        forged.batches(2, seal=False)
+        for texts in (w.texts + forged.texts, forged.texts + w.texts):
+            path = self.write(w, name=f"two-{len(texts)}-{texts[0][:20]!r}", single_file=True, texts=texts)
+            self.assertVerdict(path, 1, has=["error: restart:"])
+
+    def test_a_retired_keys_mac_seal_after_its_rotation(self):
+        w = self.rotated()
+        for _ in range(3):
+            w.entry()
+        w.mac_seal(key=self.a, stretch=STRETCH)
+        path = self.write(w)
+        macs = ("--mac-key", self.mac_file(self.a), "--mac-key", self.mac_file(self.b))
+        self.assertVerdict(path, 1, *macs, keys=[self.a, self.b], has=["bad_signature:", "MAC seal"])
+        # The new key's MAC seal in its place verifies.
+        w.rechain(lambda i, m: i < len(w.members) - 1)
+        w.mac_seal(key=self.b, stretch=STRETCH)
+        path = self.write(w, name="new-key")
+        self.assertVerdict(path, 0, *macs, keys=[self.a, self.b], has=["0 error(s), 0 warning(s)"])
 
     def test_mac_key_file_is_checked(self):
         path = self.write(self.mac_log())

@@ -231,6 +231,18 @@ impl KeyPair {
         crate::seal_mac::SealMacKey::derive(&self.name, self.public().id, &self.signing.to_bytes())
     }
 
+    /// The writer's own MAC key, derived like [`seal_mac_key`](Self::seal_mac_key)
+    /// but with another context and never written anywhere: the second MAC
+    /// of every MAC seal, the one the writer checks at start-up, so that a
+    /// holder of the auditors' MAC key cannot make it adopt records.
+    pub fn writer_mac_key(&self) -> crate::seal_mac::SealMacKey {
+        crate::seal_mac::SealMacKey::derive_writer(
+            &self.name,
+            self.public().id,
+            &self.signing.to_bytes(),
+        )
+    }
+
     /// Signs a note body (which must end with a newline) and returns the note.
     pub fn sign_note(&self, body: &str) -> String {
         let sig = self.signing.sign(body.as_bytes());

@@ -38,6 +38,7 @@ pub mod entry;
 mod entry_json;
 mod index_columns;
 pub mod lock_file;
+pub mod marker;
 pub mod memory;
 pub mod record;
 pub mod seal_mac;

@@ -36,6 +36,12 @@ use crate::checkpoint::{hex4, valid_name, NoteError, Seal};
 /// as BLAKE3's `derive_key` asks for).
 const DERIVE_CONTEXT: &str = "auditlog 2026-12-02 seal MAC key v1";
 
+/// The context of the writer's own MAC key, which is never exported: MAC
+/// seals carry a second MAC by it (`writer_mac`), and only that one makes
+/// the writer adopt records at start-up. An auditor's MAC key can forge the
+/// `mac` an auditor checks, but not the one the writer trusts.
+const WRITER_CONTEXT: &str = "auditlog 2026-12-03 writer seal MAC key v1";
+
 /// The prefix of a MAC key's text form.
 const TEXT_PREFIX: &str = "SEAL+MAC+";
 
@@ -61,6 +67,21 @@ impl SealMacKey {
             id,
             key: blake3::derive_key(DERIVE_CONTEXT, private_seed),
         }
+    }
+
+    /// The writer's own MAC key (see [`WRITER_CONTEXT`]).
+    pub(crate) fn derive_writer(name: &str, id: [u8; 4], private_seed: &[u8; 32]) -> Self {
+        Self {
+            name: name.to_string(),
+            id,
+            key: blake3::derive_key(WRITER_CONTEXT, private_seed),
+        }
+    }
+
+    /// Whether this is the MAC key of the signing key `public` (same name
+    /// and key ID).
+    pub fn belongs_to(&self, public: &crate::checkpoint::PublicKey) -> bool {
+        self.name == public.name() && hex4(self.id) == public.id_hex()
     }
 
     /// The name of the signing key it belongs to.

@@ -68,33 +68,63 @@ fn forged_seal(sealed: &Record, key: &KeyPair) -> Record {
         head: sealed.hash(),
         max_stretch: 10_000,
     };
+    // In the writer's member order (json! would sort them).
+    #[derive(serde::Serialize)]
+    struct Fields {
+        sealed_seq: u64,
+        note: String,
+    }
     let mut body = Vec::new();
     encode_marker_body(
         "seal",
-        &serde_json::json!({"sealed_seq": sealed.seq(), "note": key.sign_note(&seal.body())}),
+        &Fields {
+            sealed_seq: sealed.seq(),
+            note: key.sign_note(&seal.body()),
+        },
         &mut body,
     )
     .expect("encode");
     Sequencer::resume(Some(sealed.head())).seal(&body)
 }
 
-/// A MAC seal of `sealed` by `key`'s MAC key, with `stretch`, chained after it.
+/// A MAC seal of `sealed` by `key`'s MAC keys, with `stretch`, chained after it.
 fn mac_seal(sealed: &Record, key: &KeyPair, stretch: u64) -> Record {
+    mac_seal_by(
+        sealed,
+        &key.seal_mac_key(),
+        &key.writer_mac_key(),
+        stretch,
+        stretch,
+        "",
+    )
+}
+
+/// A MAC seal of `sealed` whose `mac` is by `auditors'` and `writer_mac` by
+/// `writer's`, over a seal of `mac_stretch`, stating `stretch`, with `extra`
+/// members (`,"name":value`) after its own.
+fn mac_seal_by(
+    sealed: &Record,
+    auditors: &audit_core::seal_mac::SealMacKey,
+    writers: &audit_core::seal_mac::SealMacKey,
+    stretch: u64,
+    mac_stretch: u64,
+    extra: &str,
+) -> Record {
     let seal = audit_core::checkpoint::Seal {
         log_id: LOG_ID.into(),
         seq: sealed.seq(),
         head: sealed.hash(),
-        max_stretch: stretch,
+        max_stretch: mac_stretch,
     };
-    let mac = audit_core::seal_mac::encode_mac(&key.seal_mac_key().mac(&seal));
-    let mut body = Vec::new();
-    encode_marker_body(
-        "seal",
-        &serde_json::json!({"sealed_seq": sealed.seq(), "stretch": stretch, "mac": mac}),
-        &mut body,
-    )
-    .expect("encode");
-    Sequencer::resume(Some(sealed.head())).seal(&body)
+    let mac =
+        |k: &audit_core::seal_mac::SealMacKey| audit_core::seal_mac::encode_mac(&k.mac(&seal));
+    let body = format!(
+        r#"{{"record_type":"seal","sealed_seq":{},"stretch":{stretch},"mac":"{}","writer_mac":"{}"{extra}"#,
+        sealed.seq(),
+        mac(auditors),
+        mac(writers)
+    );
+    Sequencer::resume(Some(sealed.head())).seal(body.as_bytes())
 }
 
 /// Checks every seal in `records`, signed or MAC, and the stretches between
@@ -325,6 +355,63 @@ async fn a_key_is_rotated_once_and_the_rotation_is_signed_by_both_keys() {
     check_seals(&records[at + 1..], &new, &cp, cfg.max_stretch(1));
 }
 
+/// A leaked retired key cannot seal records after its rotation: a planted
+/// entry sealed by the old key (MAC or signed) after the rotation is not
+/// adopted, although the config still names that key as the previous one.
+#[tokio::test]
+async fn a_retired_key_cannot_seal_records_after_its_rotation() {
+    let (old, new) = (key("audit.old"), key("audit.new"));
+    let sink = MemorySink::new("mem");
+    write(config(old.clone(), None), std::slice::from_ref(&sink), 0, 3).await;
+    write(
+        config(new.clone(), Some(old.clone())),
+        std::slice::from_ref(&sink),
+        10,
+        3,
+    )
+    .await;
+    let clean = sink.records();
+    let head = clean.last().cloned().expect("records");
+    let cfg = config(new.clone(), Some(old.clone()));
+    let stretch = cfg.max_stretch(1);
+    let fake = rechained_entry(&head, 666);
+    for seal in [mac_seal(&fake, &old, stretch), forged_seal(&fake, &old)] {
+        let planted = MemorySink::new("mem");
+        let mut all = clean.clone();
+        all.extend([fake.clone(), seal.clone()]);
+        planted
+            .append(&RecordBatch::new(all).expect("batch"))
+            .await
+            .expect("plant");
+        let err = AuditLog::open(
+            config(new.clone(), Some(old.clone())),
+            vec![SinkSpec::required(Arc::new(planted.clone()))],
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            matches!(&err, OpenError::Unsealed { from, .. } if *from == fake.seq()),
+            "{err}"
+        );
+    }
+    // The new key's MAC seal is the writer's own: adopted.
+    let ours = MemorySink::new("mem");
+    let good = mac_seal(&fake, &new, stretch);
+    let mut all = clean.clone();
+    all.extend([fake.clone(), good.clone()]);
+    ours.append(&RecordBatch::new(all).expect("batch"))
+        .await
+        .expect("append");
+    write(
+        config(new.clone(), Some(old.clone())),
+        std::slice::from_ref(&ours),
+        100,
+        1,
+    )
+    .await;
+    assert!(ours.records().iter().any(|r| r == &good));
+}
+
 #[tokio::test]
 async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_adopted() {
     let k = key("audit.test");
@@ -334,28 +421,26 @@ async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_
     let clean = a.records();
     let head = clean.last().cloned().expect("records");
     let stretch = config(k.clone(), None).max_stretch(1);
-    // Another key's MAC, a MAC over another stretch than the record states,
-    // and a record holding both a note and a MAC: none is this writer's.
+    // Another key's MACs; a MAC over another stretch than the record states;
+    // the auditors' MAC right but not the writer's (what a holder of the
+    // auditors' MAC key can make); a right MAC seal with a member riding
+    // along: none is this writer's.
     let fake = rechained_entry(&head, 666);
-    let mut wrong_stretch = mac_seal(&fake, &k, stretch);
-    {
-        let text = String::from_utf8(wrong_stretch.text().to_vec()).expect("utf8");
-        let edited = text.replacen(
-            &format!("\"stretch\":{stretch}"),
-            &format!("\"stretch\":{}", stretch + 1),
-            1,
-        );
-        let v: serde_json::Value = serde_json::from_str(&edited).expect("json");
-        let mut body = Vec::new();
-        encode_marker_body(
-            "seal",
-            &serde_json::json!({"sealed_seq": v["sealed_seq"], "stretch": v["stretch"], "mac": v["mac"]}),
-            &mut body,
-        )
-        .expect("encode");
-        wrong_stretch = Sequencer::resume(Some(fake.head())).seal(&body);
-    }
-    for seal in [mac_seal(&fake, &mallory, stretch), wrong_stretch] {
+    let (km, kw) = (k.seal_mac_key(), k.writer_mac_key());
+    let forged = [
+        mac_seal(&fake, &mallory, stretch),
+        mac_seal_by(&fake, &km, &kw, stretch + 1, stretch, ""),
+        mac_seal_by(&fake, &km, &mallory.writer_mac_key(), stretch, stretch, ""),
+        mac_seal_by(
+            &fake,
+            &km,
+            &kw,
+            stretch,
+            stretch,
+            r#","agent_id":"mallory""#,
+        ),
+    ];
+    for seal in forged {
         let planted = MemorySink::new("a");
         let mut all = clean.clone();
         all.extend([fake.clone(), seal.clone()]);

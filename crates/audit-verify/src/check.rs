@@ -68,44 +68,28 @@ pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
                 .as_deref()
                 .and_then(SpecialType::from_record_type)
                 .map(|t| {
-                    #[derive(serde::Deserialize)]
-                    struct Fields {
-                        checkpoint_seq: Option<u64>,
-                        sealed_seq: Option<u64>,
-                        head_hash: Option<String>,
-                        new_key: Option<String>,
-                        log_id: Option<String>,
-                        key_id: Option<String>,
-                        note: Option<String>,
-                        stretch: Option<u64>,
-                        mac: Option<String>,
-                    }
-                    let f: Option<Fields> = serde_json::from_slice(text).ok();
-                    Box::new(match f {
-                        Some(f) => Special {
-                            record_type: t,
-                            checkpoint_seq: f.checkpoint_seq,
-                            sealed_seq: f.sealed_seq,
-                            head_hash: f.head_hash,
-                            new_key: f.new_key,
-                            log_id: f.log_id,
-                            key_id: f.key_id,
-                            note: f.note,
-                            stretch: f.stretch,
-                            mac: f.mac,
-                        },
-                        None => Special {
-                            record_type: t,
-                            checkpoint_seq: None,
-                            sealed_seq: None,
-                            head_hash: None,
-                            new_key: None,
-                            log_id: None,
-                            key_id: None,
-                            note: None,
-                            stretch: None,
-                            mac: None,
-                        },
+                    let parsed = audit_core::marker::MarkerFields::parse(
+                        p.record_type.as_deref().unwrap_or_default(),
+                        text,
+                    );
+                    let (fields, shape_error) = match parsed {
+                        Ok(Some((_, f))) => (f, None),
+                        Ok(None) => Default::default(),
+                        Err(e) => (Default::default(), Some(e)),
+                    };
+                    Box::new(Special {
+                        record_type: t,
+                        checkpoint_seq: fields.checkpoint_seq,
+                        sealed_seq: fields.sealed_seq,
+                        head_hash: fields.head_hash,
+                        new_key: fields.new_key,
+                        log_id: fields.log_id,
+                        key_id: fields.key_id,
+                        note: fields.note,
+                        stretch: fields.stretch,
+                        mac: fields.mac,
+                        writer_mac: fields.writer_mac,
+                        shape_error,
                     })
                 }),
             seq: p.seq,

@@ -122,6 +122,7 @@ async fn run_inner(
 ) -> Result<crate::Report, VerifyError> {
     let mut sources = Vec::new();
     let mut from_config = ConfigChecks::default();
+    let configured = config.is_some();
     match (&args.config, config) {
         (_, Some(c)) => {
             sources.extend(c.sources);
@@ -181,6 +182,18 @@ async fn run_inner(
             mac_keys = from_config.mac_keys;
         }
     }
+    // A MAC key checks the seals of its own key only: one whose key is not
+    // trusted would check nothing, silently.
+    if let Some(k) = mac_keys
+        .iter()
+        .find(|k| !public_keys.iter().any(|p| k.belongs_to(p)))
+    {
+        return Err(VerifyError::Usage(format!(
+            "MAC key {}+{} belongs to none of the trusted keys; give its key with --public-key",
+            k.name(),
+            k.id_hex()
+        )));
+    }
     let options = VerifyOptions {
         public_keys,
         mac_keys,
@@ -189,6 +202,7 @@ async fn run_inner(
         max_age: args.max_age,
         strict: args.strict,
         progress: !args.json,
+        written_by_auditlog: configured,
         ..VerifyOptions::default()
     };
     verify(&sources, &options).await

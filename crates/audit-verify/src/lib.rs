@@ -60,6 +60,11 @@ pub struct VerifyOptions {
     pub log_id: Option<String>,
     /// The newest valid checkpoint must be younger than this (needs keys).
     pub max_age: Option<std::time::Duration>,
+    /// Every source was written by auditlog's writer (`--config` knows it):
+    /// a single file holding a second chain is not the seed proxy's, which
+    /// restarted its chain at every start, so the restart is an error. A
+    /// trusted key says the same (the seed never signed).
+    pub written_by_auditlog: bool,
 }
 
 impl Default for VerifyOptions {
@@ -73,6 +78,7 @@ impl Default for VerifyOptions {
             witness: None,
             log_id: None,
             max_age: None,
+            written_by_auditlog: false,
         }
     }
 }
@@ -122,7 +128,9 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
     // A segment directory, a database or an object log was written by our
     // writer; a single file may be the seed proxy's.
     let ours = match source {
-        Source::File(p) => p.is_dir(),
+        Source::File(p) => {
+            p.is_dir() || options.written_by_auditlog || !options.public_keys.is_empty()
+        }
         _ => true,
     };
     let read_err = |e: audit_core::SinkError| VerifyError::Source {

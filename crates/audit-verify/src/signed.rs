@@ -29,6 +29,11 @@ pub(crate) struct Special {
     pub stretch: Option<u64>,
     /// A MAC seal's `mac` member.
     pub mac: Option<String>,
+    /// A MAC seal's `writer_mac` member (only the writer can check it).
+    pub writer_mac: Option<String>,
+    /// Why the record has none of its type's shapes (docs/FORMAT.md
+    /// section 9): its members are then all `None`.
+    pub shape_error: Option<String>,
 }
 
 /// The signed record types.
@@ -112,6 +117,11 @@ pub(crate) struct Signed {
     newest_checkpoint: Option<(u64, i64)>,
     /// The key of the last valid signature.
     last_key: Option<PublicKey>,
+    /// The key seals are made with here: the last valid signature's, or
+    /// the one the last valid rotation announced. A MAC seal is checked
+    /// with this key's MAC key only, so a retired key's MAC key cannot seal
+    /// records after its rotation.
+    sealing_key: Option<PublicKey>,
     deferred: BTreeMap<(String, String), Deferred>,
     /// The signers of rotations by keys the auditor does not hold.
     deferred_rotations: Vec<Vec<(String, String)>>,
@@ -175,6 +185,7 @@ impl Signed {
             rotated_to: Vec::new(),
             newest_checkpoint: None,
             last_key: None,
+            sealing_key: None,
             deferred: BTreeMap::new(),
             deferred_rotations: Vec::new(),
             max_age_secs: expect.max_age_secs,
@@ -241,6 +252,7 @@ impl Signed {
     fn cover(&mut self, through: u64, key: PublicKey) {
         self.covered = self.covered.max(through);
         self.any_valid = true;
+        self.sealing_key = Some(key.clone());
         self.last_key = Some(key);
     }
 
@@ -282,6 +294,10 @@ impl Signed {
     ) {
         let loc = loc.to_string();
         let what = special.record_type.name();
+        if let Some(e) = &special.shape_error {
+            find(findings, FindingClass::Malformed, s, &loc, e.clone());
+            return;
+        }
         if special.record_type == SpecialType::Seal && special.note.is_none() {
             if let Some(mac) = special.mac.as_deref() {
                 self.mac_seal(findings, s, special, mac, &loc, prev, seen);
@@ -406,30 +422,33 @@ impl Signed {
                 format!("MAC seal: {why}"),
             );
         };
-        let (Some(sealed_seq), Some(stretch), Some(mac), Some(head)) =
-            (special.sealed_seq, special.stretch, decode_mac(mac), prev)
-        else {
+        let writer_mac = special.writer_mac.as_deref().and_then(decode_mac);
+        let (Some(sealed_seq), Some(stretch), Some(mac), Some(_), Some(head)) = (
+            special.sealed_seq,
+            special.stretch,
+            decode_mac(mac),
+            writer_mac,
+            prev,
+        ) else {
             return malformed(
                 findings,
-                "a MAC seal has `sealed_seq`, `stretch` and a base64 32-byte `mac`, and follows a record",
+                "a MAC seal has `sealed_seq`, `stretch` and base64 32-byte `mac` and `writer_mac`, and follows a record",
             );
         };
         if sealed_seq.checked_add(1) != Some(s) {
             return malformed(findings, "`sealed_seq` is not the record before it");
         }
-        if self.mac_keys.is_empty() {
+        // Checked with the MAC key of the key seals are made with here; with
+        // no such key known yet (no valid signature before it), or its MAC
+        // key not given, it is unchecked and covers nothing.
+        let (Some(log_id), Some(key)) = (
+            self.log_id.clone(),
+            self.sealing_key
+                .as_ref()
+                .and_then(|public| self.mac_keys.iter().find(|k| k.belongs_to(public))),
+        ) else {
             self.unchecked_mac = Some(s);
             return;
-        }
-        let Some(log_id) = self.log_id.clone() else {
-            return find(
-                findings,
-                FindingClass::Unsigned,
-                s,
-                loc,
-                "a MAC seal before any signed note, and no --log-id: the log it seals is unknown"
-                    .into(),
-            );
         };
         let seal = Seal {
             log_id,
@@ -437,13 +456,17 @@ impl Signed {
             head,
             max_stretch: stretch,
         };
-        if !self.mac_keys.iter().any(|k| k.verifies(&seal, &mac)) {
+        if !key.verifies(&seal, &mac) {
             return find(
                 findings,
                 FindingClass::BadSignature,
                 s,
                 loc,
-                "the seal's MAC does not verify with any MAC key given".into(),
+                format!(
+                    "the seal's MAC does not verify with the MAC key of {}+{}, the key sealing the log here",
+                    key.name(),
+                    key.id_hex()
+                ),
             );
         }
         self.commits(findings, s, loc, "MAC seal", sealed_seq, head, seen);
@@ -574,6 +597,7 @@ impl Signed {
         }
         self.retired.push(signer.clone());
         self.retired.retain(|k| k != &new);
+        self.sealing_key = Some(new.clone());
         self.current = vec![new];
     }
 

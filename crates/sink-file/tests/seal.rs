@@ -144,10 +144,16 @@ async fn a_planted_record_with_a_seal_by_another_key_is_refused() {
         head: fake[0].hash(),
         max_stretch: 10_000,
     };
+    // In the writer's member order, so that only the key is wrong.
+    let fields = format!(
+        r#"{{"sealed_seq":{},"note":{}}}"#,
+        seal.seq,
+        serde_json::to_string(&mallory.sign_note(&seal.body())).expect("string")
+    );
     let mut body = Vec::new();
     encode_marker_body(
         "seal",
-        &serde_json::json!({"sealed_seq": seal.seq, "note": mallory.sign_note(&seal.body())}),
+        &serde_json::value::RawValue::from_string(fields).expect("json"),
         &mut body,
     )
     .expect("encode");

@@ -532,7 +532,10 @@ impl AuditLog {
             max_stretch: config.max_stretch(n_sinks),
             markers_per_batch: WriterConfig::markers_per_batch(n_sinks),
             final_checkpoint_written: false,
-            seal_mac: config.checkpoints.as_ref().map(|cp| cp.key.seal_mac_key()),
+            seal_mac: config
+                .checkpoints
+                .as_ref()
+                .map(|cp| (cp.key.seal_mac_key(), cp.key.writer_mac_key())),
             last_signed_seal: None,
             witness_writes: Vec::new(),
             witness_pending: None,
@@ -812,8 +815,9 @@ struct Driver {
     /// The most markers one batch takes, which `max_stretch` counts on.
     markers_per_batch: usize,
     final_checkpoint_written: bool,
-    /// The MAC key of the seals that are not signed.
-    seal_mac: Option<SealMacKey>,
+    /// The MAC keys of the seals that are not signed: the auditors' and
+    /// the writer's own.
+    seal_mac: Option<(SealMacKey, SealMacKey)>,
     /// The last signed seal this run, and when it was chained: the next seal
     /// is signed once it is far enough behind (None: none yet this run).
     last_signed_seal: Option<(u64, Instant)>,
@@ -1187,7 +1191,8 @@ impl Driver {
     /// in the same batch, it is durable exactly when the batch is, before any
     /// of the batch's receipts.
     fn seal_batch(&mut self, sign: bool) {
-        let (Some(cp), Some(mac_key)) = (&self.config.checkpoints, &self.seal_mac) else {
+        let (Some(cp), Some((mac_key, writer_key))) = (&self.config.checkpoints, &self.seal_mac)
+        else {
             return;
         };
         let Some(head) = self.seq.head() else {
@@ -1229,6 +1234,7 @@ impl Driver {
                 sealed_seq: u64,
                 stretch: u64,
                 mac: String,
+                writer_mac: String,
             }
             encode_marker_body(
                 "seal",
@@ -1236,6 +1242,7 @@ impl Driver {
                     sealed_seq: head.seq,
                     stretch: seal.max_stretch,
                     mac: crate::seal_mac::encode_mac(&mac_key.mac(&seal)),
+                    writer_mac: crate::seal_mac::encode_mac(&writer_key.mac(&seal)),
                 },
                 &mut buf,
             )

@@ -178,6 +178,14 @@ struct Scanned {
     /// key the last valid rotation announced): the key it is signed by.
     /// With seals, the last seal's signer says that.
     unsealed_signer: Option<PublicKey>,
+    /// The key seals are made with at this point of the scan: the signer of
+    /// the last valid signed seal or checkpoint, or the key the last valid
+    /// rotation announced. A MAC seal counts only by this key's MAC keys,
+    /// so a retired key cannot seal records after its rotation.
+    signer: Option<PublicKey>,
+    /// A MAC seal came before any signed record of the scan: it could not
+    /// be checked, and the scan must start earlier.
+    unbound_mac: bool,
 }
 
 /// Authenticates every available sink's tail (docs/FORMAT.md section 9): the
@@ -194,7 +202,10 @@ async fn authenticate_all(
     own.extend(cp.previous_key.clone());
     let keys = Trusted {
         public: own.iter().map(|k| k.public()).collect(),
-        macs: own.iter().map(|k| (k.seal_mac_key(), k.public())).collect(),
+        macs: own
+            .iter()
+            .map(|k| (k.seal_mac_key(), k.writer_mac_key(), k.public()))
+            .collect(),
     };
     let max_stretch = config.max_stretch(sinks.len());
     let mut scans: Vec<Option<Scanned>> = Vec::with_capacity(sinks.len());
@@ -206,7 +217,7 @@ async fn authenticate_all(
         let sink = spec.sink.as_ref();
         // No timeout, as for the backfill: a log from before seals is read
         // whole once, and that may take longer than one batch may.
-        match scan(sink, h, &keys, &cp.log_id, max_stretch).await {
+        match scan(sink, h, &keys, &cp.log_id, cp.signed_stretch(max_stretch)).await {
             Ok(found) => scans.push(Some(found)),
             Err(e) if spec.role == Role::Required => return Err(e),
             Err(e) => {
@@ -313,14 +324,16 @@ async fn authenticate_all(
 /// The writer's own keys, current and previous, and the MAC keys of each.
 struct Trusted {
     public: Vec<PublicKey>,
-    macs: Vec<(SealMacKey, PublicKey)>,
+    /// Per key: the auditors' MAC key, the writer's own, and the key.
+    macs: Vec<(SealMacKey, SealMacKey, PublicKey)>,
 }
 
-/// Reads the end of a sink's chain and finds its last valid seal. Seals come
-/// at least every `max_stretch` records, so the last `max_stretch + 2`
-/// records hold one (and the record it signs) unless the tail is longer than
-/// a writer with this configuration leaves; then, and for a log without
-/// seals, the whole chain is read.
+/// Reads the end of a sink's chain and finds its last valid seal. Signed
+/// seals come at least every `max_stretch` records (the signed stretch), so
+/// the last `max_stretch + 2` records hold one (and the record it signs),
+/// which binds the MAC seals after it to their key, unless the tail is
+/// longer than a writer with this configuration leaves; then, and for a log
+/// without seals, the whole chain is read.
 async fn scan(
     sink: &dyn Sink,
     head: ChainHead,
@@ -330,7 +343,14 @@ async fn scan(
 ) -> Result<Scanned, OpenError> {
     let window = head.seq.saturating_sub(max_stretch + 1).max(1);
     let mut found = scan_from(sink, head, window, keys, log_id).await?;
-    if found.last_seal.is_none() && window > 1 {
+    // Sealed by a retired key: was it retired before? Only a scan from the
+    // start can tell (a leaked old key must not seal records after its
+    // rotation); the writer's first start after a rotation pays for it.
+    let by_retired = found
+        .last_seal
+        .as_ref()
+        .is_some_and(|(_, k)| keys.public.first() != Some(k));
+    if (found.last_seal.is_none() || found.unbound_mac || by_retired) && window > 1 {
         found = scan_from(sink, head, 1, keys, log_id).await?;
     }
     Ok(found)
@@ -353,6 +373,8 @@ async fn scan_from(
         bad_seal_after: None,
         any_seal: false,
         unsealed_signer: None,
+        signer: None,
+        unbound_mac: false,
     };
     let mut prev: Option<Record> = None;
     let mut cursor = sink.read_from(from).await.map_err(OpenError::Sink)?;
@@ -407,14 +429,6 @@ fn note_signature(
     trusted: &Trusted,
     log_id: &str,
 ) {
-    #[derive(serde::Deserialize)]
-    struct Fields {
-        sealed_seq: Option<u64>,
-        checkpoint_seq: Option<u64>,
-        note: Option<String>,
-        stretch: Option<u64>,
-        mac: Option<String>,
-    }
     let keys = &trusted.public[..];
     let text = rec.text();
     let is_seal = text.starts_with(SEAL_PREFIX);
@@ -423,7 +437,19 @@ fn note_signature(
     if !(is_seal || is_checkpoint || is_rotation) {
         return;
     }
-    let fields: Option<Fields> = serde_json::from_slice(text).ok();
+    let record_type = if is_seal {
+        "seal"
+    } else if is_checkpoint {
+        "checkpoint"
+    } else {
+        "key_rotation"
+    };
+    // A marker with a member too many (or one missing, or of another type)
+    // is nobody's signature: its extra members would ride along unsigned.
+    let fields = crate::marker::MarkerFields::parse(record_type, text)
+        .ok()
+        .flatten()
+        .map(|(_, f)| f);
     let note = fields.as_ref().and_then(|f| f.note.as_deref());
     // What the record must sign: the record right before it.
     let signs_prev =
@@ -432,19 +458,27 @@ fn note_signature(
         found.any_seal = true;
         let signed = note
             .and_then(|n| verify_seal(n, keys).ok())
-            .filter(|(seal, _)| {
+            .filter(|(seal, key)| {
                 seal.log_id == log_id
                     && fields.as_ref().and_then(|f| f.sealed_seq) == Some(seal.seq)
                     && signs_prev(seal.seq, seal.head)
+                    && found.signer.as_ref().is_none_or(|s| s == key)
             });
-        // A MAC seal: the MAC of the seal of the record before it, by one of
-        // this writer's keys. A record with both a note and a MAC is neither.
-        let mac = || {
+        // A MAC seal: both MACs of the seal of the record before it, by the
+        // MAC keys of the key seals are made with here (see `signer`). The
+        // writer's own MAC is what makes it one of ours: the auditors' MAC
+        // key, which others may hold, cannot make it.
+        let mac = |found: &mut Scanned| {
             let f = fields.as_ref()?;
             if f.note.is_some() || f.sealed_seq != Some(prev.seq()) {
                 return None;
             }
+            let Some(signer) = found.signer.clone() else {
+                found.unbound_mac = true;
+                return None;
+            };
             let mac = decode_mac(f.mac.as_deref()?)?;
+            let writer_mac = decode_mac(f.writer_mac.as_deref()?)?;
             let seal = Seal {
                 log_id: log_id.to_string(),
                 seq: prev.seq(),
@@ -454,10 +488,15 @@ fn note_signature(
             trusted
                 .macs
                 .iter()
-                .find(|(k, _)| k.verifies(&seal, &mac))
-                .map(|(_, public)| (seal, public.clone()))
+                .find(|(a, w, public)| {
+                    *public == signer && w.verifies(&seal, &writer_mac) && a.verifies(&seal, &mac)
+                })
+                .map(|(_, _, public)| (seal, public.clone()))
         };
-        let valid = signed.or_else(mac);
+        if let Some((_, key)) = &signed {
+            found.signer = Some(key.clone());
+        }
+        let valid = signed.or_else(|| mac(found));
         match valid {
             Some((_, key)) => {
                 found.last_seal = Some((rec.head(), key));
@@ -469,16 +508,25 @@ fn note_signature(
         }
     } else if is_checkpoint {
         if let Some((c, key)) = note.and_then(|n| verify_checkpoint(n, keys).ok()) {
-            if c.log_id == log_id
-                && fields.as_ref().and_then(|f| f.checkpoint_seq) == Some(c.seq)
-                && signs_prev(c.seq, c.head)
-            {
+            let members_agree = fields.as_ref().is_some_and(|f| {
+                f.checkpoint_seq == Some(c.seq)
+                    && f.log_id.as_deref() == Some(log_id)
+                    && f.head_hash == Some(c.head.to_hex())
+                    && f.key_id == Some(key.id_hex())
+            });
+            let by_signer = found.signer.as_ref().is_none_or(|s| *s == key);
+            if c.log_id == log_id && members_agree && by_signer && signs_prev(c.seq, c.head) {
+                found.signer = Some(key.clone());
                 found.unsealed_signer = Some(key);
             }
         }
     } else if let Some((new, _)) = note.and_then(|n| verify_rotation(n, keys).ok()) {
         // From a rotation on, the key it announces is the log's.
-        if keys.contains(&new) {
+        let members_agree = fields.as_ref().is_some_and(|f| {
+            f.new_key == Some(new.to_vkey()) && f.log_id.as_deref() == Some(log_id)
+        });
+        if keys.contains(&new) && members_agree {
+            found.signer = Some(new.clone());
             found.unsealed_signer = Some(new);
         }
     }
