@@ -679,7 +679,9 @@ def check_signatures(signed, last_seq, opts, report):
     # The last seal or checkpoint, not a rotation, shows which key the log reached.
     if len(history) >= 2 and last_signer is not None and last_signer != history[-1]:
         report.error("truncated", f"the log's last signature is by {ident_str(last_signer)}, not by the last key given, {ident_str(history[-1])}")
-    newest = max(checkpoints, key=lambda c: c[1]) if checkpoints else None
+    # The newest is the last in the log (as audit verify picks it), not the
+    # one whose note states the latest time.
+    newest = checkpoints[-1] if checkpoints else None
     return log_id, newest
 
 
