@@ -88,9 +88,15 @@ pub fn data_end(file: &mut File) -> io::Result<u64> {
     // tail is something else (a planted, terabyte-long sparse file, say), and
     // holes, which read as zeros, are skipped without being read.
     const SKIP_HOLES_AFTER: u64 = 64 << 20;
-    let len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    let len = meta.len();
     let mut end = len;
     let mut holes_checked = false;
+    if is_sparse(&meta) {
+        // Holes are skipped before any zero is read.
+        holes_checked = true;
+        end = last_data_end(file, len);
+    }
     let mut buf = Vec::new();
     while end > 0 {
         if !holes_checked && len - end >= SKIP_HOLES_AFTER {
