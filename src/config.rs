@@ -118,6 +118,9 @@ pub struct CheckpointSection {
     /// A batch's seal is also signed once the last signed seal is this old.
     #[serde(default = "default_sign_seals_every_ms")]
     pub sign_seals_every_ms: u64,
+    /// Adopt, once, a log written without a key (records and no seal).
+    #[serde(default)]
+    pub adopt_unsealed: bool,
 }
 
 fn default_sign_seals_every_records() -> u64 {
@@ -509,6 +512,7 @@ impl Config {
                     .transpose()?,
                 sign_seals_every_records: c.sign_seals_every_records,
                 sign_seals_every: Duration::from_millis(c.sign_seals_every_ms),
+                adopt_unsealed: c.adopt_unsealed,
             }),
         };
         Ok(WriterConfig {

@@ -210,6 +210,10 @@ pub fn verify_plan(config: &Config) -> Result<audit_verify::cli::FromConfig, Con
             .mac_keys
             .extend(cp.previous_key.as_ref().map(|k| k.seal_mac_key()));
         checks.mac_keys.push(cp.key.seal_mac_key());
+        checks
+            .writer_mac_keys
+            .extend(cp.previous_key.as_ref().map(|k| k.writer_mac_key()));
+        checks.writer_mac_keys.push(cp.key.writer_mac_key());
         checks.witness = cp.witness_dir.clone();
         checks.log_id = Some(cp.log_id.clone());
     }

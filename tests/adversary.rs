@@ -1232,6 +1232,69 @@ fn the_auditors_mac_key_cannot_make_the_writer_adopt_a_forgery() {
     );
     let db = rusqlite_free_read(&log.path("data/audit.db"));
     assert!(!db.contains(marker), "the forgery was copied into SQLite");
+    // Found by attack: `--config` (which holds the private key) passed what
+    // the writer refused. With the private key, writer_mac is checked too.
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "bad_signature") >= 1, "{v}");
+    let private = log.path("keys/audit.test.key").display().to_string();
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--mac-key",
+        &private,
+    ]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("writer_mac"), "{}", text(&o));
+}
+
+/// Found by attack: a log rewritten from genesis with no seal at all was
+/// adopted "unauthenticated" by a writer with a key, which then sealed and
+/// signed the forgery. Without a seal a log cannot be told from a forgery:
+/// start-up refuses it unless the operator says, once, that the log was
+/// written without a key.
+#[test]
+fn a_log_rewritten_without_any_seal_is_not_adopted_unless_the_operator_says_so() {
+    let log = Log::new(20);
+    let marker = "agent-of-the-wholesale-rewrite";
+    let mut forged: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            String::from_utf8(fake_entry(i))
+                .expect("utf8")
+                .replacen("\"agent_id\":\"", &format!("\"agent_id\":\"{marker}"), 1)
+                .into_bytes()
+        })
+        .collect();
+    rechain(&mut forged, 0);
+    log.write_lines(&forged);
+    for f in ["data/audit.db", "data/audit.db-wal", "data/audit.db-shm"] {
+        let _ = std::fs::remove_file(log.path(f));
+    }
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
+    assert!(text(&o).contains("adopt_unsealed"), "{}", text(&o));
+    if let Ok(db) = std::fs::read(log.path("data/audit.db")) {
+        assert!(!String::from_utf8_lossy(&db).contains(marker));
+    }
+    // The operator's word for a log written without a key.
+    let config = std::fs::read_to_string(log.path("audit.toml")).expect("config");
+    let config = config.replacen(
+        "witness_dir = \"witness\"",
+        "witness_dir = \"witness\"\nadopt_unsealed = true",
+        1,
+    );
+    std::fs::write(log.path("audit.toml"), config).expect("config");
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Found by attack: a second genesis chain in a single file was the seed

@@ -1,8 +1,8 @@
 //! Receipts follow durability, seen at the system-call level. `audit append
 //! --receipts` on the embedded default (a file sink and a SQLite sink) runs
-//! under `strace`, and for every receipt printed, the last write of its
+//! under `strace`, and for every receipt printed, the first write of its
 //! record to the active segment was followed by an `fdatasync` of that
-//! segment, and the last write of it to SQLite's WAL by an `fsync` of the
+//! segment, and the first write of it to SQLite's WAL by an `fsync` of the
 //! WAL, both before the receipt reached stdout. A SIGKILL test cannot see a
 //! missing sync (the page cache survives it); this one fails with the file
 //! sink's `sync_data` removed or SQLite at `synchronous=OFF` or `NORMAL`.
@@ -163,12 +163,17 @@ fn every_receipt_follows_an_fdatasync_of_its_segment_and_an_fsync_of_its_wal() {
             let at = *printed
                 .get(h.as_str())
                 .unwrap_or_else(|| panic!("receipt {h} is not in the trace"));
+            // The record's own hash member, as strace escapes it: the next
+            // record's `chain_prev_hash` holds the same hash.
+            let own = format!("chain_record_hash\\\":\\\"{h}");
+            // The first write holding it: the commit that made it durable.
+            // (SQLite rewrites the page in later transactions' frames.)
             let written = calls[..at]
                 .iter()
-                .rposition(|c| {
+                .position(|c| {
                     c.ok && c.name.starts_with("pwrite")
                         && is_kind(&c.path)
-                        && c.args.contains(h.as_str())
+                        && c.args.contains(&own)
                 })
                 .unwrap_or_else(|| {
                     panic!("record {h} was not written to the {what} before its receipt")

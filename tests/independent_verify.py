@@ -337,10 +337,12 @@ class Key:
 MAC_KEY = re.compile(r"SEAL\+MAC\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
 PRIVATE_KEY = re.compile(r"PRIVATE\+KEY\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
 MAC_KEY_CONTEXT = "auditlog 2026-12-02 seal MAC key v1"
+WRITER_MAC_KEY_CONTEXT = "auditlog 2026-12-03 writer seal MAC key v1"
 
 
 def mac_key(text):
-    """The signing key's (name, key ID) and the 32-byte key of its MAC seals, from `SEAL+MAC+name+id+base64(key)` or
+    """The signing key's (name, key ID), the 32-byte key of its MAC seals and
+    (from a private key) the writer's own MAC key, from `SEAL+MAC+name+id+base64(key)` or
     from the private key `PRIVATE+KEY+name+id+base64(0x01 || seed)`, whose
     MAC key is BLAKE3's derive_key(MAC_KEY_CONTEXT, seed)."""
     m = MAC_KEY.match(text)
@@ -348,14 +350,17 @@ def mac_key(text):
         raw = b64_strict(m.group(3))
         if len(raw) != 32:
             raise ValueError("a MAC key is 32 bytes")
-        return (m.group(1), bytes.fromhex(m.group(2))), raw
+        return (m.group(1), bytes.fromhex(m.group(2))), raw, None
     m = PRIVATE_KEY.match(text)
     if m:
         raw = b64_strict(m.group(3))
         if len(raw) != 33 or raw[0] != 1:
             raise ValueError("not an Ed25519 private key")
         ident = (m.group(1), bytes.fromhex(m.group(2)))
-        return ident, blake3.blake3(raw[1:], derive_key_context=MAC_KEY_CONTEXT).digest()
+        # With the private key, the writer's own MAC key too: its MAC of a
+        # seal is what a holder of the auditors' MAC key cannot make.
+        return (ident, blake3.blake3(raw[1:], derive_key_context=MAC_KEY_CONTEXT).digest(),
+                blake3.blake3(raw[1:], derive_key_context=WRITER_MAC_KEY_CONTEXT).digest())
     raise ValueError("not a MAC key (SEAL+MAC+name+id+key) or a private key")
 
 
@@ -451,6 +456,8 @@ class Report:
     def __init__(self):
         self.errors, self.warnings = [], []
         self.newest_checkpoint = None  # (record seq, time)
+        self.unknown_witness = []  # (path, signer idents) of witness notes by keys not given
+        self.vouched = set()  # key idents a trusted rotation vouches for
 
     def error(self, cls, msg):
         self.errors.append(f"{cls}: {msg}")
@@ -463,7 +470,7 @@ class Options:
     def __init__(self):
         self.strict = False
         self.keys = []  # the key history, oldest first
-        self.mac_keys = []  # ((name, key ID), 32-byte key): check MAC seals
+        self.mac_keys = []  # ((name, key ID), MAC key, writer's MAC key or None)
         self.log_id = None
         self.witness = None
         self.max_age = None
@@ -501,7 +508,13 @@ def read_witness(opts, report):
             report.error("malformed", f"witness {path}: the name disagrees with the note's sequence {note.seq}")
             continue
         accepted, bad = note.signers(keys, {}, 0)
-        if bad or not accepted:
+        if not bad and not accepted:
+            # By a key not given: an error unless a trusted rotation of the
+            # log vouches for it (decided once the log is read); it cannot
+            # be checked, so it counts for nothing either way.
+            report.unknown_witness.append((path, [i for i, _ in note.sigs]))
+            continue
+        if bad:
             report.error("bad_signature", f"witness {path}: the note does not verify with a given key")
             continue
         if opts.log_id is not None and note.log_id != opts.log_id:
@@ -543,6 +556,7 @@ def check_signatures(signed, last_seq, opts, report):
             for ident, _ in note.sigs:
                 if ident not in keys:
                     vouched[ident] = max(vouched.get(ident, 0), r["seq"] + 1)
+    report.vouched = set(vouched)
     log_id = opts.log_id
     current, retired = None, set()
     last_signer = None
@@ -560,13 +574,13 @@ def check_signatures(signed, last_seq, opts, report):
             # key's MAC key cannot seal records after its rotation.
             stretch, sealed = m["stretch"], m["sealed_seq"]
             try:
-                mac, wlen = b64_strict(m["mac"]), len(b64_strict(m["writer_mac"]))
+                mac, wmac = b64_strict(m["mac"]), b64_strict(m["writer_mac"])
             except ValueError:
-                mac, wlen = b"", 0
-            if len(mac) != 32 or wlen != 32 or sealed != seq - 1 or r["prev_hash"] is None:
+                mac, wmac = b"", b""
+            if len(mac) != 32 or len(wmac) != 32 or sealed != seq - 1 or r["prev_hash"] is None:
                 report.error("malformed", f"{where}: MAC seal {seq}: needs sealed_seq {seq - 1}, a stretch and base64 32-byte mac and writer_mac, after its record")
                 continue
-            key = next((k for ident, k in opts.mac_keys if ident == current), None)
+            key, wkey = next(((k, w) for ident, k, w in opts.mac_keys if ident == current), (None, None))
             if key is None or log_id is None:
                 unchecked_mac = seq
                 continue
@@ -574,6 +588,9 @@ def check_signatures(signed, last_seq, opts, report):
             body = f"{log_id}\nseal\n{seq - 1}\n{head}\nstretch {stretch}\n".encode("utf-8")
             if not hmac.compare_digest(blake3.blake3(body, key=key).digest(), mac):
                 report.error("bad_signature", f"{where}: MAC seal {seq} does not verify with the MAC key of {ident_str(current)}, the key sealing the log here")
+                continue
+            if wkey is not None and not hmac.compare_digest(blake3.blake3(body, key=wkey).digest(), wmac):
+                report.error("bad_signature", f"{where}: MAC seal {seq}: its writer_mac does not verify with the writer's MAC key of {ident_str(current)}: not made by the writer")
                 continue
             seals.append((seq, stretch))
             continue
@@ -736,7 +753,7 @@ def verify(path, opts=None):
                 elif last is not None:
                     msg = f"{where}: unanchored genesis after sequence {last[0]}"
                     if ours:
-                        report.error("restart", msg + " in a segment directory, which holds one chain")
+                        report.error("restart", msg + " in a log written by auditlog, which holds one chain")
                     elif opts.strict:
                         report.error("restart", msg)
                     else:
@@ -764,6 +781,9 @@ def verify(path, opts=None):
     if signing:
         log_id, newest = check_signatures(signed, last[0] if last else None, opts, report)
         report.newest_checkpoint = newest
+        for wpath, idents in report.unknown_witness:
+            if not any(i in report.vouched for i in idents):
+                report.error("bad_signature", f"witness {wpath}: the note does not verify with a given key")
         if witnessed is not None:
             for text, (wpath, note) in witness[witnessed].items():
                 if log_id is not None and note.log_id != log_id:
@@ -843,7 +863,7 @@ def parse_args(argv):
         raise Unreadable("no log given")
     if (opts.witness or opts.max_age is not None or opts.log_id is not None or opts.mac_keys) and not opts.keys:
         raise Unreadable("--witness, --max-age, --log-id and --mac-key need --public-key: only a signed note can be trusted")
-    for ident, _ in opts.mac_keys:
+    for ident, _, _ in opts.mac_keys:
         if all(k.ident != ident for k in opts.keys):
             raise Unreadable(f"MAC key {ident_str(ident)} belongs to none of the trusted keys; give its key with --public-key")
     if opts.keys:

@@ -492,6 +492,28 @@ class VerifierTest(unittest.TestCase):
         w.rechain(lambda i, m: True)
         self.assertVerdict(self.write(w), 1, has=["modified:"])
 
+    def test_witness_notes_by_a_retired_key_the_auditor_lacks(self):
+        # Found by attack: after rotations, the witness notes signed by a
+        # key the auditor does not hold were bad_signature on an intact log.
+        # A trusted rotation vouches for that key: the note is unchecked.
+        w = Writer(self.a)
+        w.batches(2)
+        w.checkpoint(witness=True)
+        w.seal()
+        w.rotate(self.b)
+        w.batches(2)
+        w.checkpoint(witness=True)
+        w.seal()
+        path = self.write(w)
+        wdir = path + "-witness"
+        self.assertVerdict(path, 0, "--witness", wdir, keys=[self.b], has=["0 error(s), 0 warning(s)"])
+        # A note by a key no rotation vouches for is still an error.
+        name = next(iter(w.witness))
+        body = w.witness[name].split("\n\n")[0] + "\n"
+        with open(os.path.join(wdir, name[:-5] + ".1.note"), "w") as f:
+            f.write(note(body, self.c))
+        self.assertVerdict(path, 1, "--witness", wdir, keys=[self.b], has=["bad_signature:"])
+
     def test_witness(self):
         w = Writer(self.a)
         w.batches(3)

@@ -307,12 +307,30 @@ async fn a_planted_record_with_a_seal_by_another_key_is_refused() {
 }
 
 #[tokio::test]
-async fn a_log_without_seals_is_adopted_and_sealed_from_then_on() {
+async fn a_log_without_seals_is_adopted_when_the_operator_says_so_and_sealed_from_then_on() {
     let sink = MemorySink::new("mem");
     write(WriterConfig::default(), std::slice::from_ref(&sink), 0, 4).await;
     assert!(!sink.records().iter().any(|r| is_type(r, "seal")));
     let k = key("audit.test");
-    write(config(k.clone(), None), std::slice::from_ref(&sink), 10, 2).await;
+    // Without the operator's word, a log with no seal is refused: nothing
+    // tells it from a forgery written over the whole log.
+    let err = AuditLog::open(
+        config(k.clone(), None),
+        vec![SinkSpec::required(Arc::new(sink.clone()))],
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(&err, OpenError::Unsealed { from: 1, to: 4, .. }),
+        "{err}"
+    );
+    let mut adopt = config(k.clone(), None);
+    if let Some(cp) = adopt.checkpoints.as_mut() {
+        cp.adopt_unsealed = true;
+    }
+    write(adopt, std::slice::from_ref(&sink), 10, 2).await;
+    // Sealed now: the next start needs no word.
+    write(config(k.clone(), None), std::slice::from_ref(&sink), 20, 2).await;
     let records = sink.records();
     assert!(records.len() > 4);
     let cfg = config(k.clone(), None);
@@ -410,6 +428,57 @@ async fn a_retired_key_cannot_seal_records_after_its_rotation() {
     )
     .await;
     assert!(ours.records().iter().any(|r| r == &good));
+}
+
+/// Found by attack: a leaked retired key "rotated" to itself after the
+/// genuine rotation, then sealed a forgery; the writer took the rotation as
+/// handing the log back to that key. A rotation counts only when the key
+/// sealing the log there signs it and it leads to another key.
+#[tokio::test]
+async fn a_retired_key_cannot_rotate_the_log_back_to_itself() {
+    let (old, new) = (key("audit.old"), key("audit.new"));
+    let sink = MemorySink::new("mem");
+    write(config(old.clone(), None), std::slice::from_ref(&sink), 0, 3).await;
+    write(
+        config(new.clone(), Some(old.clone())),
+        std::slice::from_ref(&sink),
+        10,
+        3,
+    )
+    .await;
+    let clean = sink.records();
+    let head = clean.last().cloned().expect("records");
+    let body = format!(
+        r#"{{"record_type":"key_rotation","timestamp":"2026-12-03T00:00:00Z","log_id":"{LOG_ID}","new_key":"{}","note":{}"#,
+        old.public().to_vkey(),
+        serde_json::to_string(&old.sign_note(&audit_core::checkpoint::rotation_body(
+            LOG_ID,
+            &old.public()
+        )))
+        .expect("note")
+    );
+    let rotation = Sequencer::resume(Some(head.head())).seal(body.as_bytes());
+    let fake = rechained_entry(&rotation, 666);
+    let seal = forged_seal(&fake, &old);
+    let planted = MemorySink::new("mem");
+    let mut all = clean.clone();
+    all.extend([rotation.clone(), fake.clone(), seal.clone()]);
+    planted
+        .append(&RecordBatch::new(all).expect("batch"))
+        .await
+        .expect("plant");
+    let before = planted.records();
+    let err = AuditLog::open(
+        config(new.clone(), Some(old.clone())),
+        vec![SinkSpec::required(Arc::new(planted.clone()))],
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        matches!(&err, OpenError::Unsealed { from, .. } if *from == rotation.seq()),
+        "{err}"
+    );
+    assert_eq!(planted.records(), before, "nothing was cut or added");
 }
 
 #[tokio::test]

@@ -45,6 +45,15 @@ struct Rec {
 pub(crate) fn analyze(item: StoredRecord) -> Analyzed {
     let location = item.location;
     if let Some(len) = item.oversized {
+        // A torn last line that runs through a hole is still a torn tail (a
+        // crash inside preallocated space leaves holes): a warning, as the
+        // same bytes written as zeros are.
+        if item.incomplete && item.sparse {
+            return Analyzed {
+                location,
+                kind: Kind::Torn(len),
+            };
+        }
         return Analyzed {
             location,
             kind: Kind::Oversized(len, item.sparse),

@@ -161,6 +161,7 @@ async fn run_inner(
         public_keys.push(key);
     }
     let mut mac_keys = Vec::new();
+    let mut writer_mac_keys = Vec::new();
     for path in &args.mac_keys {
         let text = crate::witness::read_regular(path).map_err(|e| {
             VerifyError::Usage(format!("MAC key: {}", e.replacen("witness note ", "", 1)))
@@ -168,7 +169,10 @@ async fn run_inner(
         let key = audit_core::seal_mac::SealMacKey::from_text(&text)
             .or_else(|e| {
                 audit_core::checkpoint::KeyPair::from_private_string(&text)
-                    .map(|k| k.seal_mac_key())
+                    .map(|k| {
+                        writer_mac_keys.push(k.writer_mac_key());
+                        k.seal_mac_key()
+                    })
                     .map_err(|_| e)
             })
             .map_err(|e| VerifyError::Usage(format!("MAC key {}: {e}", path.display())))?;
@@ -180,6 +184,7 @@ async fn run_inner(
         public_keys = from_config.keys;
         if mac_keys.is_empty() {
             mac_keys = from_config.mac_keys;
+            writer_mac_keys = from_config.writer_mac_keys;
         }
     }
     // A MAC key checks the seals of its own key only: one whose key is not
@@ -197,6 +202,7 @@ async fn run_inner(
     let options = VerifyOptions {
         public_keys,
         mac_keys,
+        writer_mac_keys,
         witness: args.witness.clone().or(from_config.witness),
         log_id: args.log_id.clone().or(from_config.log_id),
         max_age: args.max_age,

@@ -53,6 +53,11 @@ pub struct VerifyOptions {
     /// checked and counts as a seal; without, MAC seals are records like any
     /// other and the records after the last signed seal are the unsigned tail.
     pub mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
+    /// The writer's own MAC keys, derived from private keys (`--mac-key` given
+    /// a private key, or `--config`): with one, a MAC seal's `writer_mac` is
+    /// checked too, so a holder of the auditors' MAC key cannot forge a tail
+    /// that this verifier passes and the writer refuses.
+    pub writer_mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
     /// A witness directory holding checkpoint notes published by the writer.
     pub witness: Option<std::path::PathBuf>,
     /// The log's identity: every signed note must name it. Without it, every
@@ -75,6 +80,7 @@ impl Default for VerifyOptions {
             progress: false,
             public_keys: Vec::new(),
             mac_keys: Vec::new(),
+            writer_mac_keys: Vec::new(),
             witness: None,
             log_id: None,
             max_age: None,
@@ -296,6 +302,7 @@ fn signatures(
     let signed = signed::Signed::new(signed::Expect {
         keys: options.public_keys.clone(),
         mac_keys: options.mac_keys.clone(),
+        writer_mac_keys: options.writer_mac_keys.clone(),
         log_id: options.log_id.clone(),
         max_age_secs: options.max_age.map(|d| d.as_secs()),
         witness: notes,

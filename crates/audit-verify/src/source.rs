@@ -346,6 +346,9 @@ pub struct ConfigChecks {
     /// The MAC keys of the config's keys (derived from the private keys it
     /// names), which check the MAC seals.
     pub mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
+    /// The writer's own MAC keys of the config's keys, which check the
+    /// `writer_mac` of MAC seals as the writer does.
+    pub writer_mac_keys: Vec<audit_core::seal_mac::SealMacKey>,
     /// `witness_dir`.
     pub witness: Option<PathBuf>,
     /// `log_id`.

@@ -74,6 +74,40 @@ async fn a_terabyte_hole_inside_a_log_is_a_finding_found_without_reading_it() {
     assert_eq!(holes.len(), 1, "{}", r.human());
 }
 
+/// Found by attack: a torn last line running through a hole was an error,
+/// while the same bytes written as zeros were the torn tail's warning. A
+/// crash inside preallocated space can leave either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_line_through_a_hole_is_a_torn_tail() {
+    use std::io::{Seek, SeekFrom};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("torn.jsonl");
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/seed-format/seed-basic.jsonl"
+    ))
+    .expect("fixture");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(&seed).expect("write");
+    f.write_all(b"{\"timestamp\":\"20").expect("write");
+    f.seek(SeekFrom::Current(1 << 20)).expect("seek");
+    f.write_all(b"26-").expect("write");
+    drop(f);
+    let r = verify(&[Source::File(path)], &VerifyOptions::default())
+        .await
+        .expect("verify");
+    let s = &r.sources[0];
+    assert!(
+        s.findings
+            .iter()
+            .all(|f| f.class == FindingClass::Truncated
+                && f.severity == audit_verify::Severity::Warning),
+        "{}",
+        r.human()
+    );
+    assert_eq!(s.findings.len(), 1, "{}", r.human());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -272,6 +272,13 @@ pub struct CheckpointConfig {
     /// A batch's seal is also signed when the last signed seal is this old,
     /// so a public verifier's unsigned tail stays this short in time.
     pub sign_seals_every: Duration,
+    /// Adopt a sink that holds records but no seal at all (a log written
+    /// without a key). Without a seal its records cannot be told from a
+    /// forgery written over the whole log, so by default start-up refuses
+    /// such a sink. Set it for the first start with a key on a log written
+    /// without one, and unset it after: once the writer has sealed the log,
+    /// it is not needed, and left set it lets a wholesale rewrite in.
+    pub adopt_unsealed: bool,
 }
 
 impl CheckpointConfig {
@@ -298,6 +305,7 @@ impl CheckpointConfig {
             previous_key: None,
             sign_seals_every_records: 1024,
             sign_seals_every: Duration::from_millis(100),
+            adopt_unsealed: false,
         }
     }
 }

@@ -242,16 +242,6 @@ async fn authenticate_all(
         if sealed.is_some_and(|s| s.seq == head.seq) {
             continue;
         }
-        if sealed.is_none() && !found.any_seal {
-            // A log from before seals (or a writer without a key): nothing
-            // to authenticate against; adopted as it is.
-            tracing::warn!(
-                sink = sinks[i].sink.name(),
-                head = head.seq,
-                "sink holds no seal at all; adopting its records unauthenticated"
-            );
-            continue;
-        }
         let from = sealed.map_or(1, |s| s.seq + 1);
         // Another sink's seal covers this head if that sink's sealed chain
         // holds the very same record: catch-up and backfill copy records in
@@ -282,6 +272,22 @@ async fn authenticate_all(
             to: head.seq,
             detail,
         };
+        if sealed.is_none() && !found.any_seal {
+            // A log written without a key: nothing to authenticate against,
+            // and nothing to tell it from a forgery written over the whole
+            // log. Adopted only when the operator says so.
+            if !cp.adopt_unsealed {
+                return Err(unsealed(Some(
+                    "the sink holds no seal at all, so its records cannot be told from a forgery; if this log was written without a key, start once with adopt_unsealed = true in [log.checkpoints]".into(),
+                )));
+            }
+            tracing::warn!(
+                sink = sink.name(),
+                head = head.seq,
+                "sink holds no seal at all; adopting its records unauthenticated (adopt_unsealed)"
+            );
+            continue;
+        }
         if let Some(bad) = found.bad_seal_after {
             // A crash leaves entries without their seal, never a seal that
             // does not verify: this was written by someone else.
@@ -521,11 +527,20 @@ fn note_signature(
             }
         }
     } else if let Some((new, _)) = note.and_then(|n| verify_rotation(n, keys).ok()) {
-        // From a rotation on, the key it announces is the log's.
+        // From a rotation on, the key it announces is the log's. It must be
+        // signed by the key sealing the log here and lead to another key:
+        // a leaked retired key must not "rotate" to itself to seal again.
         let members_agree = fields.as_ref().is_some_and(|f| {
             f.new_key == Some(new.to_vkey()) && f.log_id.as_deref() == Some(log_id)
         });
-        if keys.contains(&new) && members_agree {
+        let by_signer = match &found.signer {
+            Some(s) => {
+                *s != new
+                    && note.is_some_and(|n| verify_rotation(n, std::slice::from_ref(s)).is_ok())
+            }
+            None => true,
+        };
+        if keys.contains(&new) && members_agree && by_signer {
             found.signer = Some(new.clone());
             found.unsealed_signer = Some(new);
         }
