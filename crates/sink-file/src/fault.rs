@@ -1,8 +1,12 @@
 //! Fault injection for the file sink's writes, used by its tests.
 //! Real I/O runs unless a test arms a fault here.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Faults armed by a test. Each counter fires once per arming.
 #[derive(Debug, Default)]
@@ -13,6 +17,38 @@ pub struct IoFaults {
     failing_syncs: AtomicU64,
     /// Fail this many upcoming truncations (the clean-up after a failed write).
     failing_truncates: AtomicU64,
+    /// The power-loss journal: what a power cut would take back.
+    power: Mutex<Power>,
+}
+
+/// Writes not yet covered by a completed fdatasync, per file, and whether
+/// the power is off (every write and sync then fails).
+#[derive(Debug, Default)]
+struct Power {
+    unsynced: HashMap<PathBuf, Vec<(u64, u64)>>,
+    off: bool,
+}
+
+/// What a power cut took back: per file, the byte ranges written since its
+/// last completed fdatasync. [`LostWrites::apply`] makes the files look as
+/// they would after the machine came back up.
+#[derive(Debug, Default)]
+pub struct LostWrites(pub HashMap<PathBuf, Vec<(u64, u64)>>);
+
+impl LostWrites {
+    /// Overwrites every lost range with zeros (the preallocated zeros, or
+    /// the hole past the old end, that were there before the write).
+    pub fn apply(&self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for (path, ranges) in &self.0 {
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            for &(at, len) in ranges {
+                file.write_all_at(&vec![0u8; len as usize], at)?;
+            }
+            file.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 impl IoFaults {
@@ -37,6 +73,45 @@ impl IoFaults {
     /// The next `n` truncations fail with EIO.
     pub fn fail_truncates(&self, n: u64) {
         self.failing_truncates.store(n, Ordering::SeqCst);
+    }
+
+    /// Cuts the power: from now on every write and sync of the sink fails,
+    /// and what was written since each file's last completed fdatasync is
+    /// returned, to be taken back with [`LostWrites::apply`] once the sink
+    /// is gone. A sync that completed before the cut keeps its writes.
+    pub fn cut_power(&self) -> LostWrites {
+        let mut p = self.power.lock().unwrap_or_else(|e| e.into_inner());
+        p.off = true;
+        LostWrites(std::mem::take(&mut p.unsynced))
+    }
+
+    /// A write of `len` bytes at `at` in `path`, journalled for a power cut.
+    /// Fails once the power is off.
+    pub(crate) fn write_at(&self, file: &File, path: &Path, buf: &[u8], at: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut p = self.power.lock().unwrap_or_else(|e| e.into_inner());
+        if p.off {
+            return Err(io::Error::other("simulated power loss"));
+        }
+        file.write_all_at(buf, at)?;
+        p.unsynced
+            .entry(path.to_path_buf())
+            .or_default()
+            .push((at, buf.len() as u64));
+        Ok(())
+    }
+
+    /// An fdatasync of `path`: once it completes, the file's journalled
+    /// writes are durable. The journal is held across the call, so a power
+    /// cut falls either before it (the writes are lost) or after.
+    pub(crate) fn sync(&self, file: &File, path: &Path) -> io::Result<()> {
+        let mut p = self.power.lock().unwrap_or_else(|e| e.into_inner());
+        if p.off {
+            return Err(io::Error::other("simulated power loss"));
+        }
+        file.sync_data()?;
+        p.unsynced.remove(path);
+        Ok(())
     }
 
     pub(crate) fn take_torn_write(&self) -> Option<usize> {
