@@ -238,6 +238,10 @@ pub(crate) struct Classifier {
     /// sequence is found in log time and a hostile interleaving of sequences
     /// cannot make the pass quadratic.
     gaps: std::collections::BTreeMap<u64, Gap>,
+    /// Sequences of the last malformed lines whose chain members could be
+    /// read: a gap of exactly one of them is that line, already reported,
+    /// not a deletion too. Bounded: only recent ones can open a gap.
+    malformed_seqs: std::collections::VecDeque<u64>,
     /// Segment files and the sequences their names promise.
     segment_starts: crate::source::SegmentNames,
     /// The segment being read whose name promises its last sequence: its
@@ -269,6 +273,7 @@ impl Classifier {
             last_text: None,
             ring: Ring::new(),
             gaps: std::collections::BTreeMap::new(),
+            malformed_seqs: std::collections::VecDeque::new(),
             segment_starts,
             open_end: None,
         }
@@ -325,6 +330,12 @@ impl Classifier {
             }
             Kind::Malformed { error, seq } => {
                 self.find(FindingClass::Malformed, Severity::Error, seq, &loc, error);
+                if let Some(s) = seq {
+                    if self.malformed_seqs.len() == 64 {
+                        self.malformed_seqs.pop_front();
+                    }
+                    self.malformed_seqs.push_back(s);
+                }
                 return;
             }
             Kind::Record(r) => r,
@@ -354,7 +365,11 @@ impl Classifier {
                     self.close_segment();
                     self.open_end = Some((path.to_path_buf(), last, s, loc.clone()));
                 }
-                if promised != s {
+                // A segment that starts later than its name, right after the
+                // chain so far, lost its first records: the gap (or the log's
+                // missing start) reports them, and the name is not wrong.
+                let explained = promised < s && promised == self.seen_max + 1;
+                if promised != s && !explained {
                     self.find(
                         FindingClass::Modified,
                         Severity::Error,
@@ -405,6 +420,14 @@ impl Classifier {
                     &loc,
                     format!("record {s} claims to start a chain"),
                 );
+            } else if self.seen_max > 0
+                && (self.gap_of(1).is_some()
+                    || (self.ours && self.ring.seen_hash(1, rec.claimed) == Some(true)))
+            {
+                // The first record stored after later ones, or (in a log of
+                // ours, which holds one chain) record 1 stored again: a
+                // reordering or a duplicate, which `link` reports. A seed
+                // file's proxy restarted and may log the same first entry.
             } else if self.seen_max > 0 {
                 // The seed proxy restarted its chain at every start, so its
                 // single files hold several; our writer never does.
@@ -438,9 +461,16 @@ impl Classifier {
             } else {
                 self.chains += 1;
             }
+        } else if self.seen_max == 0
+            && self.chains == 0
+            && s == 2
+            && self.malformed_seqs.contains(&1)
+        {
+            // Record 1 is the malformed line before it, already reported.
+            self.chains = 1;
         } else if self.seen_max == 0 && self.chains == 0 {
             self.chains = 1;
-            self.find(
+            let idx = self.find(
                 FindingClass::Deleted,
                 Severity::Error,
                 Some(1),
@@ -449,6 +479,17 @@ impl Classifier {
                     "the log starts at sequence {s}; records 1..{} are missing",
                     s - 1
                 ),
+            );
+            // Records 1.. found later are out of order, not missing.
+            self.gaps.insert(
+                s - 1,
+                Gap {
+                    from: 1,
+                    to: s - 1,
+                    filled: 0,
+                    reclassed: false,
+                    finding: idx,
+                },
             );
         }
         if rec.prev != PrevHash::Genesis || s == 1 {
@@ -499,6 +540,10 @@ impl Classifier {
             }
         } else if s > self.seen_max + 1 {
             let (from, to) = (self.seen_max + 1, s - 1);
+            if from == to && self.malformed_seqs.contains(&from) {
+                // The malformed line holding record `from`, already reported.
+                return;
+            }
             let detail = if from == to {
                 format!("record {from} is missing")
             } else {
