@@ -79,6 +79,22 @@ fn assert_finding(report: &Report, source: usize, class: FindingClass, seq: Opti
     }
 }
 
+/// Source `source` of `report` holds exactly these findings (class,
+/// severity, sequence), in any order: nothing more, nothing less.
+#[track_caller]
+fn assert_exact(report: &Report, source: usize, want: &[(FindingClass, Severity, Option<u64>)]) {
+    let key = |f: &(FindingClass, Severity, Option<u64>)| (format!("{:?}{:?}", f.0, f.1), f.2);
+    let mut got: Vec<_> = report.sources[source]
+        .findings
+        .iter()
+        .map(|f| (f.class, f.severity, f.seq))
+        .collect();
+    got.sort_by_key(key);
+    let mut want = want.to_vec();
+    want.sort_by_key(key);
+    assert_eq!(got, want, "{}", report.human());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_tamper_matrix() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -256,11 +272,15 @@ async fn sqlite_tamper_matrix() {
         &p,
         "UPDATE records SET record = replace(record, 'agent-', 'agent_') WHERE seq = 10;",
     );
-    assert_finding(
+    // Two facts about one record: its bytes do not hash to its stored hash,
+    // and its indexed agent_id no longer says what the text says.
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Modified,
-        Some(10),
+        &[
+            (FindingClass::Modified, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+        ],
     );
 
     let p = fresh("column");
@@ -269,21 +289,45 @@ async fn sqlite_tamper_matrix() {
         &p,
         "UPDATE records SET tool_called = 'harmless' WHERE seq = 10;",
     );
-    assert_finding(
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Modified,
-        Some(10),
+        &[(FindingClass::Modified, Severity::Error, Some(10))],
     );
 
     let p = fresh("deleted");
     sqlite_log(&p).await;
     sqlite_exec(&p, "DELETE FROM records WHERE seq = 10;");
-    assert_finding(
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Deleted,
-        Some(10),
+        &[(FindingClass::Deleted, Severity::Error, Some(10))],
+    );
+    // The first and the last record: a missing start is found, a missing
+    // last record is a cut at a record boundary (no key, nothing to find).
+    let p = fresh("deleted-first");
+    sqlite_log(&p).await;
+    sqlite_exec(&p, "DELETE FROM records WHERE seq = 1;");
+    assert_exact(
+        &check(&[Source::Sqlite(p)]).await,
+        0,
+        &[(FindingClass::Deleted, Severity::Error, Some(1))],
+    );
+    let p = fresh("modified-last");
+    sqlite_log(&p).await;
+    sqlite_exec(
+        &p,
+        &format!(
+            "UPDATE records SET record = replace(record, 'agent-', 'agent_') WHERE seq = {N};"
+        ),
+    );
+    assert_exact(
+        &check(&[Source::Sqlite(p)]).await,
+        0,
+        &[
+            (FindingClass::Modified, Severity::Error, Some(N)),
+            (FindingClass::Modified, Severity::Error, Some(N)),
+        ],
     );
 
     let p = fresh("inserted");
@@ -296,11 +340,16 @@ async fn sqlite_tamper_matrix() {
             sql_text(&f)
         ),
     );
-    assert_finding(
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Inserted,
-        Some(10),
+        // And, about the same row: its key is not its record's sequence,
+        // and its index columns were left empty.
+        &[
+            (FindingClass::Inserted, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+        ],
     );
 
     let p = fresh("reordered");
@@ -310,11 +359,18 @@ async fn sqlite_tamper_matrix() {
         sql_text(&recs[10]),
         sql_text(&recs[9])
     ));
-    assert_finding(
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Reordered,
-        Some(10),
+        // And, about each of the two rows: its key holds the other record,
+        // and its index columns are the other record's.
+        &[
+            (FindingClass::Reordered, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(11)),
+            (FindingClass::Modified, Severity::Error, Some(11)),
+        ],
     );
 
     let p = fresh("duplicated");
@@ -326,11 +382,15 @@ async fn sqlite_tamper_matrix() {
             sql_text(&recs[9])
         ),
     );
-    assert_finding(
+    assert_exact(
         &check(&[Source::Sqlite(p)]).await,
         0,
-        FindingClass::Duplicated,
-        Some(10),
+        // And, as for an insertion: the row key, and the empty columns.
+        &[
+            (FindingClass::Duplicated, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+            (FindingClass::Modified, Severity::Error, Some(10)),
+        ],
     );
 
     let p = fresh("malformed");
