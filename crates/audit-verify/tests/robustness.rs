@@ -108,6 +108,34 @@ async fn a_torn_last_line_through_a_hole_is_a_torn_tail() {
     assert_eq!(s.findings.len(), 1, "{}", r.human());
 }
 
+/// Found by the fuzz run: a hole and then written zeros after the last
+/// record made the search for the data's end read the hole backwards, 64
+/// KiB at a time (minutes for gigabytes). Only data regions are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_then_zeros_after_the_last_record_is_skipped_unread() {
+    use std::io::{Seek, SeekFrom};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tail.jsonl");
+    let seed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/seed-format/seed-basic.jsonl"
+    ))
+    .expect("fixture");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(&seed).expect("write");
+    f.seek(SeekFrom::Current(1 << 40)).expect("seek");
+    f.write_all(&[0u8; 3000]).expect("write");
+    drop(f);
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        verify(&[Source::File(path)], &VerifyOptions::default()),
+    )
+    .await
+    .expect("verify finishes")
+    .expect("verify");
+    assert!(r.ok, "{}", r.human());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

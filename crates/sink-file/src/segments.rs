@@ -90,14 +90,28 @@ pub fn data_end(file: &mut File) -> io::Result<u64> {
     const SKIP_HOLES_AFTER: u64 = 64 << 20;
     let meta = file.metadata()?;
     let len = meta.len();
+    let mut buf = Vec::new();
+    if is_sparse(&meta) {
+        // Only the data regions are read, last first: the holes between
+        // them read as zeros and are skipped, however long (a hole before a
+        // run of written zeros must not be read backwards either).
+        if let Some(regions) = data_regions(file, len) {
+            for &(from, to) in regions.iter().rev() {
+                let mut end = to;
+                while end > from {
+                    let start = end.saturating_sub(CHUNK).max(from);
+                    read_at(file, start, (end - start) as usize, &mut buf)?;
+                    match buf.iter().rposition(|&b| b != 0) {
+                        Some(i) => return Ok(start + i as u64 + 1),
+                        None => end = start,
+                    }
+                }
+            }
+            return Ok(0);
+        }
+    }
     let mut end = len;
     let mut holes_checked = false;
-    if is_sparse(&meta) {
-        // Holes are skipped before any zero is read.
-        holes_checked = true;
-        end = last_data_end(file, len);
-    }
-    let mut buf = Vec::new();
     while end > 0 {
         if !holes_checked && len - end >= SKIP_HOLES_AFTER {
             holes_checked = true;
@@ -112,6 +126,52 @@ pub fn data_end(file: &mut File) -> io::Result<u64> {
         }
     }
     Ok(0)
+}
+
+/// The file's data regions `[from, to)`, in order, by `SEEK_DATA`/`SEEK_HOLE`;
+/// `None` where the filesystem cannot tell. As many as the file has
+/// allocated extents, so bounded by what is stored, not by its length.
+/// Leaves the file's cursor where it was.
+#[cfg(target_os = "linux")]
+fn data_regions(file: &File, len: u64) -> Option<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: lseek only moves this descriptor's offset, which is restored.
+    let cursor = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if cursor < 0 {
+        return None;
+    }
+    let mut regions = Vec::new();
+    let mut pos: libc::off_t = 0;
+    let ok = loop {
+        // SAFETY: as above.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after `pos`; anything else: cannot tell.
+            break io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole <= data {
+            break false;
+        }
+        let (Ok(a), Ok(b)) = (u64::try_from(data), u64::try_from(hole)) else {
+            break false;
+        };
+        regions.push((a.min(len), b.min(len)));
+        if b >= len {
+            break true;
+        }
+        pos = hole;
+    };
+    // SAFETY: as above.
+    unsafe { libc::lseek(fd, cursor, libc::SEEK_SET) };
+    ok.then_some(regions)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn data_regions(_file: &File, _len: u64) -> Option<Vec<(u64, u64)>> {
+    None
 }
 
 /// Where the file's last data region ends, by `SEEK_DATA`/`SEEK_HOLE`; `len`
