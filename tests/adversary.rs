@@ -1289,6 +1289,17 @@ fn a_log_rewritten_without_any_seal_is_not_adopted_unless_the_operator_says_so()
         1,
     );
     std::fs::write(log.path("audit.toml"), config).expect("config");
+    // Even then the witness knows better: its newest checkpoint signed
+    // another record than the rewrite holds.
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
+    assert!(text(&o).contains("witness"), "{}", text(&o));
+    // A log written without a key has no witness of it: adopted.
+    std::fs::remove_dir_all(log.path("witness")).expect("rm witness");
     let o = audit(
         log.dir.path(),
         &["append", "--config", "audit.toml"],
@@ -1331,4 +1342,35 @@ fn a_second_chain_in_a_single_file_is_an_error_with_a_key_or_the_config() {
     let (o, v) = log.verify_config();
     assert_exit(&o, 1);
     assert!(count(&v, "restart") >= 1, "{v}");
+}
+
+/// Found by attack: with a leaked retired key, a log cut back before its
+/// rotation and continued with the old key was adopted, and the writer
+/// rotated again and signed over the forgery. At start-up the writer checks
+/// its witness: the log must reach, and hold, the newest witnessed record.
+#[test]
+fn a_log_cut_back_behind_its_witness_is_not_continued() {
+    let log = Log::new(40);
+    let witness = log.path("witness");
+    assert!(
+        std::fs::read_dir(&witness).expect("witness").count() > 0,
+        "the run published to the witness"
+    );
+    let mut lines = log.lines();
+    lines.truncate(5);
+    log.write_lines(&lines);
+    for f in ["data/audit.db", "data/audit.db-wal", "data/audit.db-shm"] {
+        let _ = std::fs::remove_file(log.path(f));
+    }
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(
+        !o.status.success(),
+        "the writer continued a cut log: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("witness"), "{}", text(&o));
 }

@@ -481,6 +481,56 @@ async fn a_retired_key_cannot_rotate_the_log_back_to_itself() {
     assert_eq!(planted.records(), before, "nothing was cut or added");
 }
 
+/// Found by attack: a log from before seals, written with a key and closed
+/// cleanly (it ends with a checkpoint), was refused as if written without
+/// one. Signed through its head, it is adopted; records after its last
+/// checkpoint still need the operator's word.
+#[tokio::test]
+async fn a_log_from_before_seals_ending_with_a_checkpoint_is_adopted() {
+    let k = key("audit.test");
+    let sink = MemorySink::new("mem");
+    write(WriterConfig::default(), std::slice::from_ref(&sink), 0, 4).await;
+    let head = sink.records().last().cloned().expect("records");
+    let cp = audit_core::checkpoint::Checkpoint {
+        log_id: LOG_ID.into(),
+        seq: head.seq(),
+        head: head.hash(),
+        time: 1_796_000_000,
+    };
+    let body = format!(
+        r#"{{"record_type":"checkpoint","timestamp":"2026-12-03T00:00:00Z","log_id":"{LOG_ID}","checkpoint_seq":{},"head_hash":"{}","key_id":"{}","note":{}"#,
+        head.seq(),
+        head.hash().to_hex(),
+        k.public().id_hex(),
+        serde_json::to_string(&k.sign_note(&cp.body())).expect("note")
+    );
+    let checkpoint = Sequencer::resume(Some(head.head())).seal(body.as_bytes());
+    let extra = rechained_entry(&checkpoint, 5);
+    // With an entry after the checkpoint: refused, saying why.
+    let tail = MemorySink::new("mem");
+    let mut all = sink.records();
+    all.extend([checkpoint.clone(), extra.clone()]);
+    tail.append(&RecordBatch::new(all).expect("batch"))
+        .await
+        .expect("plant");
+    let err = AuditLog::open(
+        config(k.clone(), None),
+        vec![SinkSpec::required(Arc::new(tail.clone()))],
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.to_string().contains("after its last valid checkpoint"),
+        "{err}"
+    );
+    // Ending with it: adopted, and sealed from then on.
+    sink.append(&RecordBatch::new(vec![checkpoint.clone()]).expect("batch"))
+        .await
+        .expect("append");
+    write(config(k.clone(), None), std::slice::from_ref(&sink), 10, 2).await;
+    assert!(sink.records().iter().any(|r| is_type(r, "seal")));
+}
+
 #[tokio::test]
 async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_adopted() {
     let k = key("audit.test");

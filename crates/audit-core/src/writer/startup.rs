@@ -186,6 +186,9 @@ struct Scanned {
     /// A MAC seal came before any signed record of the scan: it could not
     /// be checked, and the scan must start earlier.
     unbound_mac: bool,
+    /// The last valid checkpoint record: a log from before seals that ends
+    /// with one (a clean close writes it) is signed through its head.
+    checkpointed: Option<ChainHead>,
 }
 
 /// Authenticates every available sink's tail (docs/FORMAT.md section 9): the
@@ -273,13 +276,21 @@ async fn authenticate_all(
             detail,
         };
         if sealed.is_none() && !found.any_seal {
-            // A log written without a key: nothing to authenticate against,
-            // and nothing to tell it from a forgery written over the whole
-            // log. Adopted only when the operator says so.
+            // A log from before seals that ends with a valid checkpoint of
+            // this log (as a clean close leaves it) is signed through its
+            // head: adopted.
+            if found.checkpointed == Some(head) {
+                continue;
+            }
+            // A log written without a key, or records after the last
+            // checkpoint of a log from before seals: nothing to tell them
+            // from a forgery. Adopted only when the operator says so.
             if !cp.adopt_unsealed {
-                return Err(unsealed(Some(
-                    "the sink holds no seal at all, so its records cannot be told from a forgery; if this log was written without a key, start once with adopt_unsealed = true in [log.checkpoints]".into(),
-                )));
+                let why = match found.checkpointed {
+                    Some(c) => format!("the sink holds no seal, and records {}..{} come after its last valid checkpoint, so they cannot be told from a forgery; if this log was written by a release before seals, start once with adopt_unsealed = true in [log.checkpoints]", c.seq + 1, head.seq),
+                    None => "the sink holds no seal and no valid checkpoint, so its records cannot be told from a forgery; if this log was written without a key, start once with adopt_unsealed = true in [log.checkpoints]".into(),
+                };
+                return Err(unsealed(Some(why)));
             }
             tracing::warn!(
                 sink = sink.name(),
@@ -324,6 +335,7 @@ async fn authenticate_all(
         }
         heads[i] = Ok(now);
     }
+    check_witness(cp, &own, sinks, heads).await?;
     Ok(signers)
 }
 
@@ -332,6 +344,76 @@ struct Trusted {
     public: Vec<PublicKey>,
     /// Per key: the auditors' MAC key, the writer's own, and the key.
     macs: Vec<(SealMacKey, SealMacKey, PublicKey)>,
+}
+
+/// The newest checkpoint in the witness directory, signed by one of this
+/// writer's keys for this log, must be in the log: the most advanced sink
+/// must reach it, and every sink that reaches it must hold the very record
+/// it signed. A log cut back before it (and, say, continued with a leaked
+/// retired key), or rewritten, is refused: the witness is the one copy of
+/// the log's signed history its storage's attacker cannot write.
+async fn check_witness(
+    cp: &CheckpointConfig,
+    own: &[std::sync::Arc<crate::checkpoint::KeyPair>],
+    sinks: &[SinkSpec],
+    heads: &[Result<Option<ChainHead>, SinkError>],
+) -> Result<(), OpenError> {
+    let Some(dir) = &cp.witness_dir else {
+        return Ok(());
+    };
+    let (path, note) = match crate::checkpoint::latest_witness(dir) {
+        Ok(Some(found)) => found,
+        // No note yet, or no directory yet: nothing witnessed.
+        Ok(None) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(OpenError::Config(format!(
+                "cannot read the witness directory {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let keys: Vec<PublicKey> = own.iter().map(|k| k.public()).collect();
+    let witnessed = match verify_checkpoint(&note, &keys) {
+        Ok((c, _)) if c.log_id == cp.log_id => c,
+        // Another log's, or a key this writer no longer holds: not its to
+        // enforce (the verifier checks the witness with the whole history).
+        _ => {
+            tracing::warn!(path = %path.display(), "the newest witness note is not signed for this log by this writer's keys; not checked at start-up");
+            return Ok(());
+        }
+    };
+    let reach = heads
+        .iter()
+        .filter_map(|h| h.as_ref().ok().copied().flatten())
+        .map(|h| h.seq)
+        .max()
+        .unwrap_or(0);
+    if reach < witnessed.seq {
+        return Err(OpenError::Config(format!(
+            "the witness {} holds a checkpoint of record {}, but the longest sink ends at record {reach}: the log was cut or replaced; refusing to continue it",
+            path.display(),
+            witnessed.seq
+        )));
+    }
+    for (spec, head) in sinks.iter().zip(heads) {
+        let Ok(Some(h)) = head else { continue };
+        if h.seq < witnessed.seq {
+            continue;
+        }
+        let rec = record_at(spec.sink.as_ref(), witnessed.seq).await?;
+        if rec.hash() != witnessed.head {
+            return Err(OpenError::Backfill {
+                sink: spec.sink.name().to_string(),
+                detail: format!(
+                    "record {} is not the one the witness {} signed: the log was rewritten; refusing to continue it",
+                    witnessed.seq,
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads the end of a sink's chain and finds its last valid seal. Signed
@@ -381,6 +463,7 @@ async fn scan_from(
         unsealed_signer: None,
         signer: None,
         unbound_mac: false,
+        checkpointed: None,
     };
     let mut prev: Option<Record> = None;
     let mut cursor = sink.read_from(from).await.map_err(OpenError::Sink)?;
@@ -524,6 +607,7 @@ fn note_signature(
             if c.log_id == log_id && members_agree && by_signer && signs_prev(c.seq, c.head) {
                 found.signer = Some(key.clone());
                 found.unsealed_signer = Some(key);
+                found.checkpointed = Some(rec.head());
             }
         }
     } else if let Some((new, _)) = note.and_then(|n| verify_rotation(n, keys).ok()) {
