@@ -605,6 +605,19 @@ class VerifierTest(unittest.TestCase):
         w.batches(3, checkpoint_every=2)
         return w
 
+    def test_a_log_ending_at_its_rotation(self):
+        # Nothing the new key signed yet: the old key alone sees a one-record
+        # unsigned tail; the history expects the new key's signature
+        # (truncated); the new key alone covers nothing (audit verify gives
+        # the same three verdicts).
+        w = Writer(self.a)
+        w.batches(3, checkpoint_every=2)
+        w.rotate(self.b)
+        path = self.write(w)
+        self.assertVerdict(path, 0, keys=[self.a], has=["unsigned_tail: 1 record(s)"])
+        self.assertVerdict(path, 1, keys=[self.a, self.b], has=["truncated:"])
+        self.assertVerdict(path, 1, keys=[self.b], has=["unsigned:"])
+
     def test_rotation_with_the_key_history(self):
         path = self.write(self.rotated())
         self.assertVerdict(path, 0, keys=[self.a, self.b], has=["0 error(s), 0 warning(s)"])
