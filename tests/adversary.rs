@@ -1379,4 +1379,32 @@ fn a_log_cut_back_behind_its_witness_is_not_continued() {
         text(&o)
     );
     assert!(text(&o).contains("witness"), "{}", text(&o));
+    // A newer note of another log sharing the directory (same key) does not
+    // switch the check off: the newest note of this log is the one.
+    let key = KeyPair::from_private_string(
+        &std::fs::read_to_string(log.path("keys/audit.test.key")).expect("key"),
+    )
+    .expect("key");
+    let other = audit_core::checkpoint::Checkpoint {
+        log_id: "audit.test/other".into(),
+        seq: 999_999,
+        head: audit_core::Hash32([7; 32]),
+        time: 1_796_000_000,
+    };
+    std::fs::write(
+        witness.join(audit_core::checkpoint::witness_file_name(other.seq)),
+        key.sign_note(&other.body()),
+    )
+    .expect("other log's note");
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(
+        !o.status.success(),
+        "the writer continued a cut log: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("witness"), "{}", text(&o));
 }

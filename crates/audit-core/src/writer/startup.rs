@@ -361,10 +361,20 @@ async fn check_witness(
     let Some(dir) = &cp.witness_dir else {
         return Ok(());
     };
-    let (path, note) = match crate::checkpoint::latest_witness(dir) {
-        Ok(Some(found)) => found,
-        // No note yet, or no directory yet: nothing witnessed.
-        Ok(None) => return Ok(()),
+    let names = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let seq = name
+                    .strip_prefix("checkpoint-")?
+                    .get(..20)?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((seq, e.path()))
+            })
+            .collect::<Vec<_>>(),
+        // No directory yet: nothing witnessed.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(OpenError::Config(format!(
@@ -373,15 +383,26 @@ async fn check_witness(
             )))
         }
     };
+    // The newest note signed for this log by this writer's keys: a shared
+    // directory holds other logs' notes, and an old key's are the
+    // verifier's to check with the whole history. Newest first, so the
+    // first that verifies is the one; a bounded number of tries.
     let keys: Vec<PublicKey> = own.iter().map(|k| k.public()).collect();
-    let witnessed = match verify_checkpoint(&note, &keys) {
-        Ok((c, _)) if c.log_id == cp.log_id => c,
-        // Another log's, or a key this writer no longer holds: not its to
-        // enforce (the verifier checks the witness with the whole history).
-        _ => {
-            tracing::warn!(path = %path.display(), "the newest witness note is not signed for this log by this writer's keys; not checked at start-up");
-            return Ok(());
+    let mut names = names;
+    names.sort_by(|a, b| b.0.cmp(&a.0));
+    let found = names.iter().take(4096).find_map(|(_, path)| {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || meta.len() > 64 * 1024 {
+            return None;
         }
+        let note = std::fs::read_to_string(path).ok()?;
+        match verify_checkpoint(&note, &keys) {
+            Ok((c, _)) if c.log_id == cp.log_id => Some((path.clone(), c)),
+            _ => None,
+        }
+    });
+    let Some((path, witnessed)) = found else {
+        return Ok(());
     };
     let reach = heads
         .iter()
