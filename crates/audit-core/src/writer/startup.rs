@@ -389,7 +389,7 @@ async fn check_witness(
     // first that verifies is the one; a bounded number of tries.
     let keys: Vec<PublicKey> = own.iter().map(|k| k.public()).collect();
     let mut names = names;
-    names.sort_by(|a, b| b.0.cmp(&a.0));
+    names.sort_by_key(|n| std::cmp::Reverse(n.0));
     let found = names.iter().take(4096).find_map(|(_, path)| {
         let meta = std::fs::symlink_metadata(path).ok()?;
         if !meta.is_file() || meta.len() > 64 * 1024 {
