@@ -529,6 +529,43 @@ async fn a_log_from_before_seals_ending_with_a_checkpoint_is_adopted() {
         .expect("append");
     write(config(k.clone(), None), std::slice::from_ref(&sink), 10, 2).await;
     assert!(sink.records().iter().any(|r| is_type(r, "seal")));
+    // Found by attack: signed by the previous key, which may have leaked
+    // and could sign a whole forged log, it is not adopted.
+    let old = key("audit.old");
+    let forged = MemorySink::new("mem");
+    write(
+        WriterConfig::default(),
+        std::slice::from_ref(&forged),
+        50,
+        4,
+    )
+    .await;
+    let head = forged.records().last().cloned().expect("records");
+    let cp = audit_core::checkpoint::Checkpoint {
+        log_id: LOG_ID.into(),
+        seq: head.seq(),
+        head: head.hash(),
+        time: 1_796_000_000,
+    };
+    let body = format!(
+        r#"{{"record_type":"checkpoint","timestamp":"2026-12-03T00:00:00Z","log_id":"{LOG_ID}","checkpoint_seq":{},"head_hash":"{}","key_id":"{}","note":{}"#,
+        head.seq(),
+        head.hash().to_hex(),
+        old.public().id_hex(),
+        serde_json::to_string(&old.sign_note(&cp.body())).expect("note")
+    );
+    let checkpoint = Sequencer::resume(Some(head.head())).seal(body.as_bytes());
+    forged
+        .append(&RecordBatch::new(vec![checkpoint]).expect("batch"))
+        .await
+        .expect("plant");
+    let err = AuditLog::open(
+        config(k.clone(), Some(old.clone())),
+        vec![SinkSpec::required(Arc::new(forged.clone()))],
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("previous key"), "{err}");
 }
 
 #[tokio::test]

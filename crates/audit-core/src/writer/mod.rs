@@ -1711,8 +1711,16 @@ impl Driver {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        if kept {
+        if kept && stored > 0 {
             self.publish_witness(&f.witness_notes);
+        } else if kept {
+            // In doubt: no sink is known to hold the batch, so its
+            // checkpoint must not reach the witness (a crash now would
+            // leave the witness ahead of every sink, and start-up would
+            // refuse the log). A later checkpoint is published instead.
+            if !f.witness_notes.is_empty() {
+                self.checkpoint_due = true;
+            }
         } else {
             // A rolled-back checkpoint or rotation must be made again.
             if !f.witness_notes.is_empty() {

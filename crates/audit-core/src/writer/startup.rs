@@ -279,7 +279,11 @@ async fn authenticate_all(
             // A log from before seals that ends with a valid checkpoint of
             // this log (as a clean close leaves it) is signed through its
             // head: adopted.
-            if found.checkpointed == Some(head) {
+            // Only by the current key: a leaked retired key could sign a
+            // checkpoint over a whole forged log.
+            if found.checkpointed == Some(head)
+                && found.unsealed_signer.as_ref() == Some(&cp.key.public())
+            {
                 continue;
             }
             // A log written without a key, or records after the last
@@ -287,6 +291,7 @@ async fn authenticate_all(
             // from a forgery. Adopted only when the operator says so.
             if !cp.adopt_unsealed {
                 let why = match found.checkpointed {
+                    Some(c) if c == head => "the sink holds no seal, and its last checkpoint is signed by the previous key, which may have leaked; if this log was written by a release before seals, start once with adopt_unsealed = true in [log.checkpoints]".to_string(),
                     Some(c) => format!("the sink holds no seal, and records {}..{} come after its last valid checkpoint, so they cannot be told from a forgery; if this log was written by a release before seals, start once with adopt_unsealed = true in [log.checkpoints]", c.seq + 1, head.seq),
                     None => "the sink holds no seal and no valid checkpoint, so its records cannot be told from a forgery; if this log was written without a key, start once with adopt_unsealed = true in [log.checkpoints]".into(),
                 };
