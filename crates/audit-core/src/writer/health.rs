@@ -173,6 +173,24 @@ impl HealthSnapshot {
     }
 }
 
+/// Logs a sink's health transition at the level it deserves.
+pub(super) fn log_transition(
+    health: &SinkHealth,
+    from: HealthState,
+    to: HealthState,
+    error: Option<&str>,
+) {
+    let sink = health.name.as_str();
+    let (failures, successes) = (health.consecutive_failures, health.consecutive_successes);
+    match to {
+        HealthState::Healthy => tracing::info!(sink, ?from, ?to, successes, "audit sink recovered"),
+        HealthState::Degraded => {
+            tracing::warn!(sink, ?from, ?to, failures, error, "audit sink degraded")
+        }
+        HealthState::Failed => tracing::error!(sink, ?from, ?to, error, "audit sink failed"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
