@@ -9,10 +9,12 @@
 //! Locks are per open file, so a second sink on the same log in the same
 //! process is refused too.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::sink::SinkError;
 
@@ -96,6 +98,122 @@ impl LockFile {
     }
 }
 
+/// An exclusive lock on a file that another library also opens (a SQLite
+/// database), identified by its device and inode, not by its path: a second
+/// writer reaching the same file through a hard link, a symbolic link or a
+/// bind mount meets the same lock, while a lock file named after a path
+/// would not.
+///
+/// It is `flock(2)` on the file itself, which SQLite's own `fcntl` locks do
+/// not interact with on Linux. But closing any descriptor of a file drops
+/// every POSIX lock this process holds on it, SQLite's included, so a second
+/// attempt in the same process must not even open the file: a process-wide
+/// set of held inodes refuses it first.
+#[derive(Debug)]
+pub struct InodeLock {
+    inode: (u64, u64),
+    path: PathBuf,
+    // Held only for its lock; drop it only after the other library has
+    // closed the file.
+    _file: File,
+}
+
+/// The (device, inode) pairs this process holds an [`InodeLock`] on.
+static HELD: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
+
+fn held() -> std::sync::MutexGuard<'static, BTreeSet<(u64, u64)>> {
+    // The set stays consistent whatever panicked while holding it.
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl InodeLock {
+    /// Takes the lock on the existing regular file at `path` without
+    /// waiting. When another writer (in this process or another) holds it,
+    /// returns [`SinkError::InUse`].
+    pub fn acquire(sink: &str, path: &Path) -> Result<Self, SinkError> {
+        let io = |op: &'static str| {
+            move |source| SinkError::Io {
+                sink: sink.to_string(),
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let in_use = || SinkError::InUse {
+            sink: sink.to_string(),
+            path: path.to_path_buf(),
+            holder: None,
+        };
+        let meta = std::fs::metadata(path).map_err(io("stat"))?;
+        if !meta.is_file() {
+            return Err(io("stat")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let inode = (meta.dev(), meta.ino());
+        if !held().insert(inode) {
+            return Err(SinkError::InUse {
+                sink: sink.to_string(),
+                path: path.to_path_buf(),
+                holder: Some(std::process::id()),
+            });
+        }
+        let release = || {
+            held().remove(&inode);
+        };
+        // O_NONBLOCK: the path may have been swapped for a FIFO since.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                release();
+                return Err(io("open")(e));
+            }
+        };
+        // The path may have been swapped for another file since the stat.
+        let same = file
+            .metadata()
+            .is_ok_and(|m| (m.dev(), m.ino()) == inode && m.is_file());
+        if !same {
+            release();
+            return Err(io("open")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the file changed while it was being locked",
+            )));
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(Self {
+                inode,
+                path: path.to_path_buf(),
+                _file: file,
+            }),
+            Err(TryLockError::WouldBlock) => {
+                release();
+                Err(in_use())
+            }
+            Err(TryLockError::Error(e)) => {
+                release();
+                Err(io("lock")(e))
+            }
+        }
+    }
+
+    /// The path the lock was taken through.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for InodeLock {
+    fn drop(&mut self) {
+        held().remove(&self.inode);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -154,6 +272,29 @@ mod tests {
             }
             other => panic!("expected InUse without a pid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_inode_lock_refuses_a_hard_link_or_a_symlink_in_this_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, b"").expect("create");
+        let hard = dir.path().join("hard.db");
+        std::fs::hard_link(&db, &hard).expect("hard link");
+        let soft = dir.path().join("soft.db");
+        std::os::unix::fs::symlink(&db, &soft).expect("symlink");
+        let first = InodeLock::acquire("a", &db).expect("first");
+        for alias in [&db, &hard, &soft] {
+            match InodeLock::acquire("b", alias) {
+                Err(SinkError::InUse { holder, .. }) => {
+                    assert_eq!(holder, Some(std::process::id()))
+                }
+                other => panic!("{}: expected InUse, got {other:?}", alias.display()),
+            }
+        }
+        drop(first);
+        let again = InodeLock::acquire("b", &hard).expect("free again");
+        assert_eq!(again.path(), hard);
     }
 
     #[test]

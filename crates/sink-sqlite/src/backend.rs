@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use audit_core::lock_file::LockFile;
+use audit_core::lock_file::{InodeLock, LockFile};
 use audit_core::sink::index_values;
 use audit_core::worker::SinkThread;
 use audit_core::{
@@ -124,6 +124,11 @@ struct Writer {
     /// This writer's claim on the database; declared last, so it is released
     /// only after both connections have closed.
     _lock: LockFile,
+    /// The same claim on the database file itself, so a second writer
+    /// reaching it through a hard link (whose lock file would be another)
+    /// is refused too. After the connections: closing it drops this
+    /// process's POSIX locks on the file, SQLite's included.
+    _inode_lock: InodeLock,
 }
 
 /// The database's path with every symbolic link resolved, for a database that
@@ -267,6 +272,7 @@ impl Writer {
                 })?;
         }
         crate::error::check_regular_files(&name, &path)?;
+        let inode_lock = InodeLock::acquire(&name, &path)?;
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -362,6 +368,7 @@ impl Writer {
             head: None,
             checkpointer,
             _lock: lock,
+            _inode_lock: inode_lock,
         };
         w.head = w.read_head()?;
         Ok(w)
