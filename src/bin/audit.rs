@@ -96,6 +96,16 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
+/// Writes a line to stderr. Never panics: with stderr closed or on a full
+/// disk there is nowhere to report that, and what the command did (and its
+/// exit status) must not depend on it, as `eprintln!` would make it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -111,7 +121,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("audit: cannot start the runtime: {e}");
+            say!("audit: cannot start the runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -129,7 +139,7 @@ fn main() -> ExitCode {
                 let plan = match config.map(|c| c.and_then(|c| auditlog::verify_plan(&c))) {
                     Some(Ok(plan)) => Some(plan),
                     Some(Err(e)) => {
-                        eprintln!("audit verify: {e}");
+                        say!("audit verify: {e}");
                         return 2;
                     }
                     None => None,
@@ -148,7 +158,7 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     let config = match load_config(config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("audit append: {e}");
+            say!("audit append: {e}");
             return 2;
         }
     };
@@ -156,7 +166,7 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     let log = match auditlog::open(&config).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("audit append: {e}");
+            say!("audit append: {e}");
             return 2;
         }
     };
@@ -197,19 +207,28 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     let (mut appended, mut rejected, mut failed) = (0u64, 0u64, 0u64);
     let mut range: Option<(u64, u64)> = None;
     let mut out = std::io::stdout().lock();
+    // The first receipt that could not be printed: the entries stay durable,
+    // but whoever reads the receipts did not get them, so the exit says so.
+    let mut unprinted: Option<(u64, std::io::Error)> = None;
     let mut settle =
         |result: Result<auditlog::Receipt, audit_core::AppendError>, line: u64| match result {
             Ok(r) => {
                 appended += 1;
                 range = Some(range.map_or((r.seq, r.seq), |(a, b)| (a.min(r.seq), b.max(r.seq))));
-                if print_receipts {
+                if print_receipts && unprinted.is_none() {
                     use std::io::Write;
-                    let _ = writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, r.hash);
+                    // Flushed per receipt: a producer streaming into stdin
+                    // waits for each one.
+                    if let Err(e) = writeln!(out, "{{\"seq\":{},\"hash\":\"{}\"}}", r.seq, r.hash)
+                        .and_then(|()| out.flush())
+                    {
+                        unprinted = Some((line, e));
+                    }
                 }
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("line {line}: not appended: {e}");
+                say!("line {line}: not appended: {e}");
             }
         };
     // Receipts are settled in input order as soon as each is durable, so a
@@ -240,7 +259,7 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
             Step::Input(None) => input_open = false,
             Step::Input(Some((line, Err(reason)))) => {
                 rejected += 1;
-                eprintln!("line {line}: rejected: {reason}");
+                say!("line {line}: rejected: {reason}");
             }
             // Queued in input order, so sequence numbers follow the input.
             Step::Input(Some((line, Ok(entry)))) => match log.enqueue(&entry).await {
@@ -252,7 +271,11 @@ async fn append(config: Option<&PathBuf>, print_receipts: bool) -> i32 {
     let _ = reader.await;
     log.close().await;
     let span = range.map_or_else(String::new, |(a, b)| format!(" (sequences {a}..{b})"));
-    eprintln!("audit append: {appended} appended{span}, {rejected} rejected, {failed} not durable");
+    say!("audit append: {appended} appended{span}, {rejected} rejected, {failed} not durable");
+    if let Some((line, e)) = unprinted {
+        say!("audit append: cannot write the receipt of line {line} (or any after it) to stdout: {e}; the entries were appended");
+        return 4;
+    }
     if failed > 0 {
         3
     } else if rejected > 0 {
@@ -339,7 +362,7 @@ fn parse_time(flag: &str, v: &Option<String>) -> Result<Option<i64>, String> {
 
 #[cfg(not(feature = "sqlite"))]
 async fn query(_: QueryArgs) -> i32 {
-    eprintln!("audit query: this build does not have auditlog's `sqlite` feature");
+    say!("audit query: this build does not have auditlog's `sqlite` feature");
     2
 }
 
@@ -406,11 +429,11 @@ async fn query(q: QueryArgs) -> i32 {
                     let record = match parsed {
                         Ok(raw) if raw.get().as_bytes() == r.record.as_slice() => raw,
                         Ok(_) => {
-                            eprintln!("audit query: row {} holds text around its JSON, not a record as written; run audit verify", r.seq);
+                            say!("audit query: row {} holds text around its JSON, not a record as written; run audit verify", r.seq);
                             return 1;
                         }
                         Err(e) => {
-                            eprintln!("audit query: row {} does not hold a JSON record ({e}); run audit verify", r.seq);
+                            say!("audit query: row {} does not hold a JSON record ({e}); run audit verify", r.seq);
                             return 1;
                         }
                     };
@@ -446,27 +469,27 @@ async fn query(q: QueryArgs) -> i32 {
                     )
                 };
                 if let Err(e) = written {
-                    eprintln!("audit query: cannot write the results: {e}");
+                    say!("audit query: cannot write the results: {e}");
                     return 2;
                 }
             }
             if let Err(e) = out.flush() {
-                eprintln!("audit query: cannot write the results: {e}");
+                say!("audit query: cannot write the results: {e}");
                 return 2;
             }
             if cut {
-                eprintln!(
+                say!(
                     "{} result(s); stopped at --limit {}: more records match",
                     rows.len(),
                     q.limit
                 );
             } else {
-                eprintln!("{} result(s)", rows.len());
+                say!("{} result(s)", rows.len());
             }
             0
         }
         Err(e) => {
-            eprintln!("audit query: {e}");
+            say!("audit query: {e}");
             2
         }
     }
@@ -476,7 +499,7 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
     let config = match load_config(config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("audit resync: {e}");
+            say!("audit resync: {e}");
             return 2;
         }
     };
@@ -485,9 +508,11 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
             let health = log.health();
             log.close().await;
             for s in &health.sinks {
-                eprintln!(
+                say!(
                     "{}: {:?}, holds records 1..{}",
-                    s.name, s.state, s.durable_seq
+                    s.name,
+                    s.state,
+                    s.durable_seq
                 );
             }
             if health
@@ -495,13 +520,13 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
                 .iter()
                 .any(|s| s.durable_seq != health.head_seq)
             {
-                eprintln!(
+                say!(
                     "audit resync: some sinks are still behind head {}",
                     health.head_seq
                 );
                 1
             } else {
-                eprintln!(
+                say!(
                     "audit resync: every sink holds the chain up to {}",
                     health.head_seq
                 );
@@ -509,7 +534,7 @@ async fn resync(config: Option<&PathBuf>) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("audit resync: {e}");
+            say!("audit resync: {e}");
             2
         }
     }
@@ -535,7 +560,7 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
     let key = match audit_core::checkpoint::KeyPair::generate(name) {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("audit keygen: {e}");
+            say!("audit keygen: {e}");
             return 2;
         }
     };
@@ -554,20 +579,26 @@ fn keygen(name: &str, out: &std::path::Path) -> i32 {
         f.sync_all()
     };
     if let Err(e) = write(&private, 0o600, &key.to_private_string()) {
-        eprintln!("audit keygen: {}: {e}", private.display());
+        say!("audit keygen: {}: {e}", private.display());
         return 2;
     }
     if let Err(e) = write(&public, 0o644, &key.public().to_vkey()) {
-        eprintln!("audit keygen: {}: {e}", public.display());
+        say!("audit keygen: {}: {e}", public.display());
         return 2;
     }
     // Secret too: it checks the MAC seals, and so could forge them.
     if let Err(e) = write(&mac, 0o600, &key.seal_mac_key().to_text()) {
-        eprintln!("audit keygen: {}: {e}", mac.display());
+        say!("audit keygen: {}: {e}", mac.display());
         return 2;
     }
-    println!("{}", key.public().to_vkey());
-    eprintln!(
+    {
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), "{}", key.public().to_vkey()) {
+            say!("audit keygen: cannot write the verifier key to stdout: {e} (the key files were written)");
+            return 2;
+        }
+    }
+    say!(
         "wrote {} (private, mode 0600), {} and {} (the seals' MAC key, for auditors; mode 0600); key ID {}",
         private.display(),
         public.display(),
