@@ -1408,3 +1408,232 @@ fn a_log_cut_back_behind_its_witness_is_not_continued() {
     );
     assert!(text(&o).contains("witness"), "{}", text(&o));
 }
+
+/// The newest witnessed sequence: the largest `checkpoint-<seq>.note`.
+fn newest_witnessed(log: &Log) -> u64 {
+    std::fs::read_dir(log.path("witness"))
+        .expect("witness")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("checkpoint-")?.get(..20)?.parse().ok()
+        })
+        .max()
+        .expect("a witness note")
+}
+
+fn remove_database(log: &Log) {
+    for f in ["data/audit.db", "data/audit.db-wal", "data/audit.db-shm"] {
+        let _ = std::fs::remove_file(log.path(f));
+    }
+}
+
+/// Found by attack (fifth round): a log cut right after the record the
+/// newest witness note signs, so that the checkpoint record holding the
+/// note was gone but the signed record was there, was continued by the
+/// writer; its next checkpoint then went to the witness, and both
+/// verifiers passed a log that had lost receipted records. The writer now
+/// requires, as the verifier does, record N+1 to be the checkpoint holding
+/// the very note.
+#[test]
+fn a_log_cut_between_the_witnessed_record_and_its_checkpoint_is_not_continued() {
+    // 45 entries with a checkpoint every 10: the clean close signs the last
+    // batch's seal, so every record the cut keeps is sealed.
+    let log = Log::new(45);
+    let n = newest_witnessed(&log);
+    let mut lines = log.lines();
+    assert!(lines.len() as u64 > n, "the checkpoint follows record {n}");
+    assert_eq!(record_type(&lines[n as usize - 1]).as_deref(), Some("seal"));
+    lines.truncate(n as usize);
+    log.write_lines(&lines);
+    remove_database(&log);
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(
+        !o.status.success(),
+        "the writer continued a cut log: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("witness"), "{}", text(&o));
+}
+
+/// A signature line added to the last seal's note (by a key nobody holds,
+/// so every reader ignored it) carried data into the signed history, and
+/// the writer adopted the seal and signed over it. A seal or checkpoint
+/// note holds exactly one signature line, a rotation's exactly two.
+#[test]
+fn a_signature_line_added_to_the_last_seal_is_malformed_and_not_adopted() {
+    let log = Log::new(40);
+    let mut lines = log.lines();
+    let last = lines.len() - 1;
+    assert_eq!(record_type(&lines[last]).as_deref(), Some("seal"));
+    let seal = String::from_utf8(lines[last].clone()).expect("utf8");
+    let at = seal
+        .find("\\n\",\"chain_sequence\"")
+        .expect("the note's end");
+    let extra = format!("\\n\u{2014} evil {}", "A".repeat(91) + "=");
+    lines[last] = format!("{}{extra}{}", &seal[..at], &seal[at..]).into_bytes();
+    rechain(&mut lines, last);
+    log.write_lines(&lines);
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "malformed") >= 1, "{v}");
+    remove_database(&log);
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "adopted: {}", text(&o));
+}
+
+/// The last seal respelled (`{"record_type" :"seal"`): both verifiers read
+/// it as a seal, while the writer, which knows its records by their first
+/// bytes, did not, cut the witnessed batch and continued. A non-entry
+/// record starts with exactly `{"record_type":"<type>"`.
+#[test]
+fn a_respelled_marker_is_malformed_and_not_continued() {
+    let log = Log::new(40);
+    let mut lines = log.lines();
+    let last = lines.len() - 1;
+    let respelled = String::from_utf8(lines[last].clone())
+        .expect("utf8")
+        .replacen("{\"record_type\":", "{\"record_type\" :", 1);
+    lines[last] = respelled.into_bytes();
+    rechain(&mut lines, last);
+    log.write_lines(&lines);
+    let (o, v) = log.verify_config();
+    assert_exit(&o, 1);
+    assert!(count(&v, "malformed") >= 1, "{v}");
+    remove_database(&log);
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(!o.status.success(), "continued: {}", text(&o));
+}
+
+/// Hostile input: a record with sequence u64::MAX after a signed log made
+/// the verifier overflow (a panic in a debug build, a wrapped sequence in
+/// a release one) when it reported the stale or cut tail after it.
+#[test]
+fn a_record_at_the_largest_sequence_is_a_finding_not_a_panic() {
+    let log = Log::new(5);
+    let mut lines = log.lines();
+    let last = Record::from_text(lines.last().expect("a record")).expect("record");
+    let mut seq = Sequencer::resume(Some(audit_core::ChainHead {
+        seq: u64::MAX - 1,
+        hash: last.hash(),
+    }));
+    lines.push(seq.seal(&fake_entry(1)).text().to_vec());
+    log.write_lines(&lines);
+    let o = log.verify(&[
+        &log.file_source(),
+        "--public-key",
+        &log.pub_key(),
+        "--max-age",
+        "1h",
+    ]);
+    assert_exit(&o, 1);
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+}
+
+/// A file named like a segment whose sequence does not fit in 64 bits was
+/// skipped by this verifier and read by the Python one: a file a reader
+/// cannot place is an error, naming it.
+#[test]
+fn a_segment_name_out_of_range_is_refused_not_skipped() {
+    let log = Log::new(5);
+    let name = "audit-99999999999999999999.jsonl";
+    std::fs::write(log.path("data/file").join(name), fake_entry(1)).expect("plant");
+    let o = log.verify(&[&log.file_source()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(name), "{}", text(&o));
+}
+
+/// Issue 19 item 1 with real processes: a second `audit append` reaching
+/// the SQLite database through a hard link in another directory (where a
+/// lock file named after the path is another file) is refused while this
+/// process writes to it.
+#[tokio::test]
+async fn a_second_writer_through_a_hard_link_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("x")).expect("mkdir");
+    std::fs::create_dir(dir.path().join("y")).expect("mkdir");
+    let real = dir.path().join("x/audit.db");
+    let first = sink_sqlite::SqliteSink::open(sink_sqlite::SqliteSinkConfig::new("sqlite", &real))
+        .await
+        .expect("first");
+    std::fs::hard_link(&real, dir.path().join("y/alias.db")).expect("hard link");
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[[sinks]]\nkind = \"sqlite\"\nname = \"sqlite\"\npath = \"y/alias.db\"\n",
+    )
+    .expect("config");
+    let o = audit(
+        dir.path(),
+        &["append", "--receipts", "--config", "b.toml"],
+        entries(0, 3).as_bytes(),
+    );
+    assert!(!o.status.success(), "a second writer: {}", text(&o));
+    assert!(o.stdout.is_empty(), "receipts: {}", text(&o));
+    assert!(text(&o).contains("in use"), "{}", text(&o));
+    drop(first);
+}
+
+fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full")
+}
+
+/// Issue 19 item 4: with stdout or stderr unwritable, no command panics
+/// (exit 101), and receipts that could not be printed are not a silent 0.
+#[test]
+fn unwritable_stdout_or_stderr_is_never_a_panic_or_a_silent_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], stdin: &[u8], stdout_full: bool| -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit"));
+        cmd.args(args).current_dir(dir.path()).stdin(Stdio::piped());
+        if stdout_full {
+            cmd.stdout(dev_full()).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(dev_full());
+        }
+        let mut child = cmd.spawn().expect("run audit");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin).expect("write stdin");
+        drop(input);
+        child.wait_with_output().expect("wait")
+    };
+    // Receipts to a full stdout: the entries are appended, but the exit
+    // says their receipts were not delivered.
+    let o = run(&["append", "--receipts"], entries(0, 3).as_bytes(), true);
+    assert_exit(&o, 4);
+    assert!(
+        text(&o).contains("cannot write the receipt"),
+        "{}",
+        text(&o)
+    );
+    // Every line of a full stderr (the summary, a rejection) is lost, not a
+    // panic; the exit status is what it would have been.
+    let o = run(&["append"], entries(3, 2).as_bytes(), false);
+    assert_exit(&o, 0);
+    let o = run(&["append"], b"{not json}\n", false);
+    assert_exit(&o, 1);
+    let o = run(&["query", "--tool", "read_file"], b"", false);
+    assert_exit(&o, 0);
+    assert!(!o.stdout.is_empty(), "{}", text(&o));
+    let o = run(&["verify"], b"", false);
+    assert_exit(&o, 0);
+    // The verifier key to a full stdout: the files are written, the exit
+    // says the key was not shown.
+    std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
+    let o = run(&["keygen", "--name", "k", "--out", "keys"], b"", true);
+    assert_exit(&o, 2);
+    assert!(dir.path().join("keys/k.pub").exists());
+}

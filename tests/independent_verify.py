@@ -10,7 +10,8 @@ A second `genesis` is an error in a segment directory (a log our writer
 made) and a warning in a single seed-format file.
 
 Options (docs/VERIFY.md):
-  --strict            a restart in a single file is an error too
+  --strict            a restart in a single file, and an unsigned tail
+                      (with --public-key), are errors too
   --public-key FILE   a trusted key (`name+id+base64`, as `audit keygen`
                       writes it); repeat, oldest first, for the key history.
                       Checks every checkpoint, seal and key rotation.
@@ -44,8 +45,10 @@ SUFFIX = re.compile(
     rb',"chain_sequence":([1-9][0-9]{0,19}),"chain_prev_hash":"(genesis|[0-9a-f]{64})",'
     rb'"chain_record_hash":"([0-9a-f]{64})"\}\Z'
 )
-SEGMENT = re.compile(r"^audit-([0-9]{20})(\.[0-9]+)?\.jsonl$")
+SEGMENT = re.compile(r"audit-([0-9]{20})(\.[0-9]+)?\.jsonl\Z")
+MAX_SEQ, MAX_GENERATION = 2**64 - 1, 2**32 - 1  # u64 and u32
 CHAIN = ("chain_sequence", "chain_prev_hash", "chain_record_hash")
+RECORD_TYPE_PREFIX = b'{"record_type":"'
 
 
 class Malformed(Exception):
@@ -148,6 +151,12 @@ def parse_full(text):
     values = dict(top)
     if "record_type" in values and not isinstance(values["record_type"], str):
         raise Malformed("record_type is not a string")
+    # FORMAT.md section 6: readers (the writer among them) tell a non-entry
+    # record by its leading bytes, so no other spelling of them: no
+    # whitespace, and the type without escapes.
+    if "record_type" in values and not text.startswith(
+            RECORD_TYPE_PREFIX + values["record_type"].encode("utf-8") + b'"'):
+        raise Malformed('a non-entry record must start with exactly {"record_type":"<type>" (no whitespace, no escapes)')
     if values["chain_sequence"] != seq or isinstance(values["chain_sequence"], bool):
         raise Malformed("parsed sequence differs from its bytes")
     if values["chain_prev_hash"] != m.group(2).decode() or values["chain_record_hash"] != m.group(3).decode():
@@ -159,15 +168,27 @@ def record_hash(text):
     return blake3.blake3(text[:-88] + b"}").hexdigest()
 
 
+def segment_names(path):
+    """The segments of a directory, as (path, first sequence) in chain order,
+    and the paths of files named like segments whose sequence does not fit
+    in 64 bits or generation in 32 (not segments; not read)."""
+    segs, out_of_range = [], []
+    for n in os.listdir(path):
+        m = SEGMENT.match(n)
+        if m is None:
+            continue
+        seq, gen = int(m.group(1)), int(m.group(2)[1:]) if m.group(2) else -1
+        if seq > MAX_SEQ or gen > MAX_GENERATION:
+            out_of_range.append(os.path.join(path, n))
+            continue
+        # FORMAT.md section 8: by first sequence, then generation, none first.
+        segs.append(((seq, gen, n), (os.path.join(path, n), seq)))
+    return [s for _, s in sorted(segs)], sorted(out_of_range)
+
+
 def files_of(path):
     if os.path.isdir(path):
-        # FORMAT.md section 8: by first sequence, then generation, none first.
-        def order(name):
-            m = SEGMENT.match(name)
-            return int(m.group(1)), int(m.group(2)[1:]) if m.group(2) else -1, name
-
-        segs = sorted((n for n in os.listdir(path) if SEGMENT.match(n)), key=order)
-        return [(os.path.join(path, n), int(SEGMENT.match(n).group(1))) for n in segs]
+        return segment_names(path)[0]
     return [(path, None)]
 
 
@@ -274,12 +295,28 @@ def shape_error(rtype, pairs):
                 return f"`{n}` is not an unsigned integer"
         elif not isinstance(v, str):
             return f"`{n}` is not a string"
+    note = dict(pairs).get("note")
+    if note is not None:
+        # Exactly the writer's signatures: a line by a key the verifier does
+        # not hold would be ignored, and could carry anything.
+        try:
+            got = len(split_note(note)[1])
+        except Malformed as e:
+            return f"its note: {e}"
+        if got != SIG_LINES[rtype]:
+            return f"a {rtype} note holds exactly {SIG_LINES[rtype]} signature line(s); this one holds {got}"
     return None
 KEY_NAME = re.compile(r"[^\s+]+\Z")
 KEY_HEX_ID = re.compile(r"[0-9a-f]{8}\Z")
 CANONICAL = re.compile(r"[1-9][0-9]*\Z")  # a sequence: positive, no leading zero
 CANONICAL_OR_ZERO = re.compile(r"(0|[1-9][0-9]*)\Z")
-SIG_LINE = re.compile(r"\u2014 ([^\s+]+) ([A-Za-z0-9+/=]+)\Z")
+# Whitespace as Rust's char::is_whitespace (Unicode White_Space), which is
+# not Python's \s: that also holds U+001C-U+001F.
+WHITESPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+SIG_LINE = re.compile("\u2014 ([^+" + WHITESPACE + "]+) ([A-Za-z0-9+/=]+)\\Z")
+SIG_BYTES = 68  # a 4-byte key ID and a 64-byte Ed25519 signature
+# FORMAT.md section 9: how many signature lines each record's note holds.
+SIG_LINES = {"checkpoint": 1, "seal": 1, "key_rotation": 2}
 WITNESS_NAME = re.compile(r"checkpoint-([0-9]{20})(\.[0-9]+)?\.note\Z")
 
 
@@ -368,30 +405,37 @@ def ident_str(ident):
     return f"{ident[0]}+{ident[1].hex()}"
 
 
+def split_note(text):
+    """Where a note's body ends (its last blank line) and its signature
+    lines, each `((name, key ID), signature)`, or Malformed."""
+    if not text.endswith("\n"):
+        raise Malformed("note does not end with a newline")
+    split = text.rfind("\n\n")
+    if split < 0:
+        raise Malformed("note has no empty line before its signatures")
+    block = text[split + 2 :]
+    if not block:
+        raise Malformed("note has no signature line")
+    sigs = []
+    for line in block[:-1].split("\n"):
+        m = SIG_LINE.match(line)
+        try:
+            raw = b64_strict(m.group(2)) if m else b""
+        except ValueError:
+            raw = b""
+        if len(raw) != SIG_BYTES:
+            raise Malformed(f"bad signature line {line!r}: `\u2014 <key name> <base64 of a 4-byte key ID and a 64-byte signature>`")
+        sigs.append(((m.group(1), raw[:4]), raw[4:]))
+    return split, sigs
+
+
 class Note:
     """A C2SP signed note holding one of the three bodies of section 9."""
 
     def __init__(self, text):
         self.text = text
-        if not text.endswith("\n"):
-            raise Malformed("note does not end with a newline")
-        split = text.rfind("\n\n")
-        if split < 0:
-            raise Malformed("note has no empty line before its signatures")
+        split, self.sigs = split_note(text)
         self.body = text[: split + 1].encode("utf-8")
-        block = text[split + 2 :]
-        if not block:
-            raise Malformed("note has no signature line")
-        self.sigs = []
-        for line in block[:-1].split("\n"):
-            m = SIG_LINE.match(line)
-            try:
-                raw = b64_strict(m.group(2)) if m else b""
-            except ValueError:
-                raw = b""
-            if len(raw) < 5:
-                raise Malformed(f"bad signature line {line!r}")
-            self.sigs.append(((m.group(1), raw[:4]), raw[4:]))
         lines = text[:split].split("\n")
         self.log_id = lines[0]
         if not self.log_id or any(ord(c) < 0x20 for c in text[:split] if c != "\n"):
@@ -541,7 +585,7 @@ def check_signatures(signed, last_seq, opts, report):
     # rotation (whose note names its full key), for the one before.
     vouched = {}  # key ident -> the sequence of the rotation that vouches for it
     for r in reversed(signed):
-        if r["type"] != "key_rotation":
+        if r["type"] != "key_rotation" or r["shape_error"]:
             continue
         try:
             note = Note(r["note"])
@@ -693,7 +737,8 @@ def check_signatures(signed, last_seq, opts, report):
             report.error("unsigned", f"{tail} records after the last seal ({last_signed}), more than its stretch {bound}: seals were removed")
         else:
             hint = f" (MAC seals up to {unchecked_mac} cover them; --mac-key checks those)" if unchecked_mac and unchecked_mac > last_signed else ""
-            report.warning("unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed}){hint}")
+            (report.error if opts.strict else report.warning)(
+                "unsigned_tail", f"{tail} record(s) after the last valid signature ({last_signed}){hint}")
     # The last seal or checkpoint, not a rotation, shows which key the log reached.
     if len(history) >= 2 and last_signer is not None and last_signer != history[-1]:
         report.error("truncated", f"the log's last signature is by {ident_str(last_signer)}, not by the last key given, {ident_str(history[-1])}")
@@ -722,6 +767,11 @@ def verify(path, opts=None):
     witnessed = max(witness) if witness else None
     at_witness = {}  # seq -> (computed hash, type, note member) for N and N + 1
     files = files_of(path)
+    if os.path.isdir(path):
+        for fname in segment_names(path)[1]:
+            # As audit verify: a file no reader can place makes the source
+            # unreadable, rather than being skipped by one reader.
+            raise Unreadable(f"{fname}: named like a segment, but its sequence or generation is out of range (u64, u32)")
     for i, (fname, promised) in enumerate(files):
         # A FIFO would block the read and a device would never end.
         if not stat.S_ISREG(os.stat(fname).st_mode):

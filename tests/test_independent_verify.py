@@ -408,24 +408,105 @@ class VerifierTest(unittest.TestCase):
         self.assertVerdict(self.write(w), 1, has=["bad_signature:", "unsigned:"])
 
     def test_a_bad_signature_line_by_a_trusted_key(self):
+        # A rotation note holds two lines: host-b's good cosignature does
+        # not save a note whose host-a line fails.
+        w = Writer(self.a)
+        w.batches(2)
+        body = f"{LOG_ID}\nkey rotation\n{self.b.verifier}\n"
+        w.add(dumps({"record_type": "key_rotation", "timestamp": "2026-11-26T10:00:00Z",
+                     "log_id": LOG_ID, "new_key": self.b.verifier,
+                     "note": note(body, self.a, self.b, bad=(self.a,))})[1:-1])
+        w.key = self.b
+        w.batches(2)
+        path = self.write(w)
+        for keys in ([self.a, self.b], [self.a]):
+            self.assertVerdict(path, 1, keys=keys, has=["bad_signature:", "does not verify"])
+
+    def seal_with_lines(self, w, *lines):
+        """A seal of the head whose note holds these signature lines."""
+        seq, h = w.head()
+        body = f"{LOG_ID}\nseal\n{seq}\n{b64(h)}\nstretch {STRETCH}\n"
+        text = body + "\n" + "".join(line(body) if callable(line) else line for line in lines)
+        return w.add('"record_type":"seal",' + f'"sealed_seq":{seq},"note":{dumps(text)}')
+
+    def test_a_second_signature_line_is_malformed(self):
+        # Found by attack: a line by a key the verifier does not hold was
+        # ignored, so a line carrying anything rode along on the last seal.
+        # A seal and a checkpoint hold one line, a rotation two.
+        junk = f"\u2014 {self.a.name} {b64(bytes(68))}\n"
+        for name, build in (
+            ("cosigned-seal", lambda w: w.seal(extra=(self.c,))),
+            ("junk-line", lambda w: self.seal_with_lines(w, self.a.line, junk)),
+            ("junk-first", lambda w: self.seal_with_lines(w, f"\u2014 x {b64(bytes(68))}\n", self.a.line)),
+            ("same-line-twice", lambda w: self.seal_with_lines(w, self.a.line, self.a.line)),
+        ):
+            w = Writer(self.a)
+            w.batches(2)
+            w.entry()
+            build(w)
+            self.assertVerdict(self.write(w, name=name), 1, has=["malformed:", "exactly 1 signature line(s); this one holds 2"])
         w = Writer(self.a)
         w.batches(2)
         seq, h = w.head()
-        body = f"{LOG_ID}\nseal\n{seq}\n{b64(h)}\nstretch {STRETCH}\n"
-        w.add('"record_type":"seal",' + f'"sealed_seq":{seq},"note":{dumps(note(body, self.a, self.b, bad=(self.a,)))}')
-        path = self.write(w)
-        # host-b's good line does not save a note whose host-a line fails...
-        self.assertVerdict(path, 1, keys=[self.a, self.b], has=["bad_signature:", "does not verify"])
-        # ... and a line by a key the verifier does not hold is ignored.
-        self.assertVerdict(path, 1, keys=[self.a], has=["bad_signature:"])
+        body = f"{LOG_ID}\n{seq}\n{b64(h)}\ntime {int(time.time())}\n"
+        w.add(dumps({"record_type": "checkpoint", "timestamp": "2026-11-26T10:00:00Z",
+                     "log_id": LOG_ID, "checkpoint_seq": seq, "head_hash": h.hex(),
+                     "key_id": self.a.id.hex(), "note": note(body, self.a, self.c)})[1:-1])
+        w.seal()
+        self.assertVerdict(self.write(w, name="checkpoint"), 1, has=["malformed:", "checkpoint note holds exactly 1"])
+        # A rotation with a third line.
+        w = Writer(self.a)
+        w.batches(2)
+        body = f"{LOG_ID}\nkey rotation\n{self.b.verifier}\n"
+        w.add(dumps({"record_type": "key_rotation", "timestamp": "2026-11-26T10:00:00Z",
+                     "log_id": LOG_ID, "new_key": self.b.verifier,
+                     "note": note(body, self.a, self.b, self.c)})[1:-1])
+        w.key = self.b
+        w.batches(2)
+        path = self.write(w, name="rotation")
+        for keys in ([self.a, self.b], [self.b]):
+            self.assertVerdict(path, 1, keys=keys, has=["malformed:", "key_rotation note holds exactly 2 signature line(s); this one holds 3"])
 
-    def test_several_signature_lines(self):
-        # A cosigner the verifier does not know is ignored.
+    def test_signature_line_form(self):
+        # `\u2014 <name> <base64 of 68 bytes>`: a name without `+` or
+        # whitespace (Unicode White_Space, as Rust's char::is_whitespace),
+        # a 4-byte key ID and a 64-byte signature, padded canonical base64.
+        def signed(name, raw=None, text=None):
+            def line(body):
+                r = raw if raw is not None else self.a.id + self.a.priv.sign(body.encode())
+                return f"\u2014 {name} {b64(r) if text is None else text}\n"
+            return line
+
+        good = self.a.id + bytes(64)
+        bad = {
+            "empty-name": signed(""),
+            "plus": signed("host+a"),
+            "nbsp": signed("host\u00a0a"),
+            "em-space": signed("host\u2003a"),
+            "line-separator": signed("host\u2028a"),
+            "ideographic-space": signed("host\u3000a"),
+            "next-line": signed("host\x85a"),
+            "vertical-tab": signed("host\x0ba"),
+            "two-spaces": signed(" host-a"),
+            "5-bytes": signed("host-a", raw=self.a.id + b"x"),
+            "67-bytes": signed("host-a", raw=good[:67]),
+            "69-bytes": signed("host-a", raw=good + b"x"),
+            "unpadded": signed("host-a", text=b64(good).rstrip("=")),
+            "trailing-bits": signed("host-a", text=b64(good)[:-2] + "B="),
+        }
+        for name, line in bad.items():
+            w = Writer(self.a)
+            w.batches(2)
+            w.entry()
+            self.seal_with_lines(w, line)
+            self.assertVerdict(self.write(w, name=name), 1, has=["malformed:", "bad signature line"])
+        # U+001C-U+001F are Python whitespace, not Unicode White_Space: a
+        # well-formed line by a key nobody holds.
         w = Writer(self.a)
         w.batches(2)
         w.entry()
-        w.seal(extra=(self.c,))
-        self.assertVerdict(self.write(w), 0, has=["0 error(s), 0 warning(s)"])
+        self.seal_with_lines(w, signed("host\x1ca"))
+        self.assertVerdict(self.write(w, name="us"), 1, has=["bad_signature:", "unknown key"], lacks=["malformed:"])
 
     def test_tampered_note(self):
         w = Writer(self.a)
@@ -672,11 +753,11 @@ class VerifierTest(unittest.TestCase):
         w.batches(3)
         self.assertVerdict(self.write(w), 1, keys=[self.a, self.b], has=["truncated:"])
 
-    def test_rotation_without_cosignature(self):
-        # Older logs: the retired key only. The history checks it.
+    def test_rotation_without_cosignature_is_malformed(self):
+        # A rotation note holds two lines: the retired key's and the new key's.
         path = self.write(self.rotated(cosign=False))
-        self.assertVerdict(path, 0, keys=[self.a, self.b])
-        self.assertVerdict(path, 1, keys=[self.b], has=["bad_signature:"])
+        for keys in ([self.a, self.b], [self.a], [self.b]):
+            self.assertVerdict(path, 1, keys=keys, has=["malformed:", "key_rotation note holds exactly 2 signature line(s); this one holds 1"])
 
     def test_retired_key_signs_again(self):
         w = self.rotated()
@@ -703,6 +784,82 @@ class VerifierTest(unittest.TestCase):
         w.rotate(self.c)
         w.batches(2)
         self.assertVerdict(self.write(w), 1, keys=[self.a, self.b], has=["bad_signature:"])
+
+    def test_strict_makes_an_unsigned_tail_an_error(self):
+        w = Writer(self.a)
+        w.batches(4)
+        w.entry()
+        path = self.write(w)
+        self.assertVerdict(path, 0, has=["warning: unsigned_tail: 1 record(s)"])
+        self.assertVerdict(path, 1, "--strict", has=["error: unsigned_tail: 1 record(s)", "0 warning(s)"])
+        # Without a key there is no tail to speak of.
+        self.assertVerdict(path, 0, "--strict", keys=[], has=["0 error(s), 0 warning(s)"])
+
+    # Record kinds (no key needed).
+
+    def test_record_type_in_another_spelling_is_malformed(self):
+        # FORMAT.md section 6: a non-entry record starts with exactly
+        # {"record_type":"<type>", the bytes the writer finds its seals by.
+        for name, spelling in (("space-before-colon", '"record_type" :"seal"'),
+                               ("space-after-colon", '"record_type": "seal"'),
+                               ("space-after-brace", ' "record_type":"seal"'),
+                               ("escaped-name", '"record\\u005ftype":"seal"'),
+                               ("escaped-type", '"record_type":"se\\u0061l"')):
+            w = Writer(self.a)
+            w.batches(3)
+            i = len(w.members) - 1
+            w.members[i] = w.members[i].replace('"record_type":"seal"', spelling)
+            self.assertNotEqual(w.members[i][:20], '"record_type":"seal"')
+            w.rechain(lambda i, m: True)
+            path = self.write(w, name=name)
+            for keys in ([], [self.a]):
+                self.assertVerdict(path, 1, keys=keys, has=["malformed:", "must start with exactly"])
+        # A type the verifier does not know, likewise.
+        w = Writer()
+        w.entry()
+        w.add('"record_type" :"sink_gap","timestamp":"2026-11-26T10:00:00Z"')
+        path = self.write(w, name="sink-gap")
+        self.assertVerdict(path, 1, keys=[], has=["malformed:", "must start with exactly"])
+        w.members[1] = w.members[1].replace(" :", ":")
+        w.rechain(lambda i, m: True)
+        self.assertVerdict(self.write(w, name="sink-gap-ok"), 0, keys=[])
+        # And record by record.
+        lines = os.path.join(self.dir, "lines.jsonl")
+        with open(lines, "w") as f:
+            f.write(chained('"record_type" :"seal","sealed_seq":1', 2, "0" * 64)[0] + "\n")
+            f.write(chained('"record_type":"seal","sealed_seq":1', 2, "0" * 64)[0] + "\n")
+        run = subprocess.run([sys.executable, VERIFIER, "--lines", lines], capture_output=True, text=True)
+        self.assertRegex(run.stdout, r"^1 malformed: a non-entry record must start with exactly .*\n2 ok\n\Z")
+
+    # Segment names (no key needed).
+
+    def test_segment_names_out_of_range(self):
+        w = Writer()
+        for _ in range(3):
+            w.entry()
+        for name in ("audit-18446744073709551616.jsonl", "audit-99999999999999999999.jsonl",
+                     "audit-00000000000000000001.4294967296.jsonl",
+                     "audit-00000000000000000004.99999999999999999999999.jsonl"):
+            path = self.write(w, name=name)
+            with open(os.path.join(path, name), "w") as f:
+                f.write("garbage\n")
+            # The source is unreadable (exit 2), naming the file, as with
+            # audit verify; the file is not read.
+            self.assertVerdict(path, 2, keys=[], has=[f"{name}: named like a segment", "out of range"],
+                               lacks=["invalid JSON", "chain members missing"])
+            os.remove(os.path.join(path, "audit-00000000000000000001.jsonl"))
+            self.assertVerdict(path, 2, keys=[], has=["named like a segment"])
+        # The largest sequence and generation are segment names: read.
+        for name in ("audit-18446744073709551615.jsonl", "audit-00000000000000000001.4294967295.jsonl"):
+            path = self.write(w, name="max-" + name)
+            with open(os.path.join(path, name), "w") as f:
+                f.write("garbage\n")
+            self.assertVerdict(path, 1, keys=[], has=["malformed:", "chain members missing"], lacks=["not a segment name"])
+        # A name ending in a newline is no segment name: not read.
+        path = self.write(w, name="newline")
+        with open(os.path.join(path, "audit-00000000000000000004.jsonl\n"), "w") as f:
+            f.write("garbage\n")
+        self.assertVerdict(path, 0, keys=[], has=["0 error(s), 0 warning(s)"])
 
     # Restarts and empty sources (no key needed).
 

@@ -359,6 +359,11 @@ fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
     let (name, sig) = rest
         .split_once(' ')
         .ok_or_else(|| bad("signature line needs a name and a signature"))?;
+    // C2SP signed-note: a key name is non-empty, with no whitespace and no
+    // `+` (which separates a verifier key's fields).
+    if name.is_empty() || name.chars().any(|c| c == '+' || c.is_whitespace()) {
+        return Err(bad("a key name is non-empty, without whitespace or '+'"));
+    }
     let raw = B64
         .decode(sig)
         .map_err(|_| bad("signature is not base64"))?;
@@ -370,6 +375,12 @@ fn parse_sig_line(line: &str) -> Result<SigLine<'_>, NoteError> {
     let mut s = [0u8; 64];
     s.copy_from_slice(&raw[4..]);
     Ok(SigLine { name, id, sig: s })
+}
+
+/// How many signature lines `note` has, each checked for form (a key name,
+/// a 4-byte key ID and a 64-byte signature), but not verified.
+pub fn signature_lines(note: &str) -> Result<usize, NoteError> {
+    split_note(note).map(|n| n.sigs.len())
 }
 
 /// A note split into its body and its signature lines.

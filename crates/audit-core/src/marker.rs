@@ -135,6 +135,18 @@ impl MarkerFields {
                 *slot = Some(v);
             }
         }
+        if let Some(note) = &f.note {
+            // Exactly the writer's signatures: a line by a key the reader
+            // does not hold would be ignored, and could carry anything.
+            let want = if shape == MarkerShape::Rotation { 2 } else { 1 };
+            let got =
+                crate::checkpoint::signature_lines(note).map_err(|e| format!("its note: {e}"))?;
+            if got != want {
+                return Err(format!(
+                    "a {record_type} note holds exactly {want} signature line(s); this one holds {got}"
+                ));
+            }
+        }
         Ok(Some((shape, f)))
     }
 }
@@ -172,7 +184,7 @@ mod tests {
 
     #[test]
     fn each_shape_is_read_and_anything_else_refused() {
-        let seal = format!(r#"{{"record_type":"seal","sealed_seq":1,"note":"n"{SUFFIX}"#);
+        let seal = format!(r#"{{"record_type":"seal","sealed_seq":1,"note":"{NOTE}"{SUFFIX}"#);
         assert_eq!(parse("seal", &seal), Ok(Some(MarkerShape::SignedSeal)));
         let mac = format!(
             r#"{{"record_type":"seal","sealed_seq":1,"stretch":9,"mac":"m","writer_mac":"w"{SUFFIX}"#
@@ -198,6 +210,38 @@ mod tests {
         ] {
             let text = format!("{bad}{SUFFIX}");
             assert!(parse("seal", &text).is_err(), "{text}");
+        }
+    }
+
+    /// A well-formed note: a body and one signature line (key ID and
+    /// signature all zeros: its form is all that is read here).
+    const NOTE: &str = "body\\n\\n\u{2014} k AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\\n";
+
+    #[test]
+    fn a_note_holds_exactly_the_writers_signature_lines() {
+        let sig = "\u{2014} k AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\\n";
+        let seal = |note: &str| {
+            format!(r#"{{"record_type":"seal","sealed_seq":1,"note":"{note}"{SUFFIX}"#)
+        };
+        assert!(parse("seal", &seal(NOTE)).is_ok());
+        // A second line, by a key no reader holds, could carry anything.
+        assert!(parse("seal", &seal(&format!("{NOTE}{sig}"))).is_err());
+        // A rotation is signed by the retired and the new key: two lines.
+        let rotation = |note: &str| {
+            format!(
+                r#"{{"record_type":"key_rotation","timestamp":"t","log_id":"l","new_key":"k","note":"{note}"{SUFFIX}"#
+            )
+        };
+        assert!(parse("key_rotation", &rotation(NOTE)).is_err());
+        assert!(parse("key_rotation", &rotation(&format!("{NOTE}{sig}"))).is_ok());
+        // Key names are C2SP names: no '+', no whitespace; signatures are
+        // a key ID and 64 bytes.
+        for bad_line in [
+            "\u{2014} k+x AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\\n",
+            "\u{2014} k\u{a0}x AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\\n",
+            "\u{2014} k AAAAAAAA\\n",
+        ] {
+            assert!(parse("seal", &seal(&format!("body\\n\\n{bad_line}"))).is_err(), "{bad_line}");
         }
     }
 }

@@ -19,6 +19,9 @@ pub const GENESIS: &str = "genesis";
 /// The member that names a non-entry record's type. Entries never carry it.
 pub const RECORD_TYPE_MEMBER: &str = "record_type";
 
+/// How every non-entry record begins (docs/FORMAT.md section 6).
+pub const RECORD_TYPE_PREFIX: &str = "{\"record_type\":\"";
+
 /// How many levels arrays and objects may nest below a record's top-level
 /// object (FORMAT.md section 5). Deeper records are malformed, and the writer
 /// refuses entries that would make one.
@@ -169,6 +172,13 @@ pub enum RecordError {
     /// The parsed chain members disagree with their byte form.
     #[error("chain members disagree with the stored bytes")]
     Ambiguous,
+    /// A non-entry record does not start with exactly
+    /// `{"record_type":"<type>"`: readers (the writer's start-up among them)
+    /// tell the writer's records by that prefix, so another spelling of the
+    /// same JSON (whitespace, an escape) would be read as a marker by one
+    /// reader and as something else by another.
+    #[error("a non-entry record must start with exactly {{\"record_type\":\"<type>\" (no whitespace, no escapes)")]
+    NonCanonicalType,
     /// A `\u` escape encodes half of a UTF-16 surrogate pair without the other
     /// half: no Unicode string has it, so JSON readers differ on what it means.
     #[error("the escape at byte {offset} is an unpaired UTF-16 surrogate")]
@@ -422,6 +432,15 @@ pub fn parse_record(text: &[u8]) -> Result<ParsedRecord<'_>, RecordError> {
     let top = TopLevel.deserialize(&mut de).map_err(classify_json_error)?;
     de.end().map_err(|e| RecordError::Json(e.to_string()))?;
     let top = top?;
+    if let Some(t) = &top.record_type {
+        let rest = text.strip_prefix(RECORD_TYPE_PREFIX.as_bytes());
+        let canonical = rest
+            .and_then(|r| r.strip_prefix(t.as_bytes()))
+            .is_some_and(|r| r.first() == Some(&b'"'));
+        if !canonical {
+            return Err(RecordError::NonCanonicalType);
+        }
+    }
     check_surrogates(text)?;
     // The parsed chain members must be exactly the bytes read from the suffix:
     // no escapes, no other spelling.

@@ -368,7 +368,7 @@ impl Classifier {
                 // A segment that starts later than its name, right after the
                 // chain so far, lost its first records: the gap (or the log's
                 // missing start) reports them, and the name is not wrong.
-                let explained = promised < s && promised == self.seen_max + 1;
+                let explained = promised < s && promised == self.seen_max.saturating_add(1);
                 if promised != s && !explained {
                     self.find(
                         FindingClass::Modified,
@@ -533,13 +533,13 @@ impl Classifier {
                 PrevHash::Genesis => Some(false),
             }
         };
-        if s == self.seen_max + 1 || self.seen_max == 0 {
+        if s == self.seen_max.saturating_add(1) || self.seen_max == 0 {
             if prev_ok(self) == Some(false) {
                 self.find(FindingClass::Modified, Severity::Error, Some(s - 1), loc,
                     format!("record {s} links to a different record {} than the one stored (rewritten with a recomputed hash, or replaced)", s - 1));
             }
-        } else if s > self.seen_max + 1 {
-            let (from, to) = (self.seen_max + 1, s - 1);
+        } else if s > self.seen_max.saturating_add(1) {
+            let (from, to) = (self.seen_max.saturating_add(1), s - 1);
             if from == to && self.malformed_seqs.contains(&from) {
                 // The malformed line holding record `from`, already reported.
                 return;
@@ -574,7 +574,7 @@ impl Classifier {
             let first_fill = !g.reclassed;
             g.reclassed = true;
             let (from, to, filled, idx) = (g.from, g.to, g.filled, g.finding);
-            if filled == to - from + 1 {
+            if filled == (to - from).saturating_add(1) {
                 self.gaps.remove(&gi);
             }
             if first_fill {
@@ -587,7 +587,7 @@ impl Classifier {
             if let Some(i) = idx {
                 let f = &mut self.findings.kept[i];
                 f.class = FindingClass::Reordered;
-                f.detail = if filled == to - from + 1 {
+                f.detail = if filled == (to - from).saturating_add(1) {
                     format!("records {from}..{to} are stored later, out of order")
                 } else {
                     format!(

@@ -48,7 +48,9 @@ impl Copy {
                 let computed = record_hash(&item.text);
                 let linked = match (self.last, p.prev) {
                     (_, PrevHash::Genesis) => p.seq == 1,
-                    (Some((q, h)), PrevHash::Hash(prev)) if q + 1 == p.seq => h == prev,
+                    (Some((q, h)), PrevHash::Hash(prev)) if q.checked_add(1) == Some(p.seq) => {
+                        h == prev
+                    }
                     // A gap: the single-source pass reported it.
                     _ => true,
                 };
@@ -210,7 +212,7 @@ pub(crate) async fn compare(
             reports[i].add(Finding {
                 class: FindingClass::Truncated,
                 severity: Severity::Error,
-                seq: Some(c.last_seq + 1),
+                seq: Some(c.last_seq.saturating_add(1)),
                 location: reports[i].source.clone(),
                 detail: format!(
                     "this copy ends at sequence {} while {} reaches {longest}",

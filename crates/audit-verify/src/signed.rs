@@ -276,11 +276,11 @@ impl Signed {
                 find(
                     findings,
                     FindingClass::Unsigned,
-                    prev + 1,
+                    prev.saturating_add(1),
                     loc,
                     format!(
                         "records {}..{} ({between}) lie between two seals, but the writer seals at least every {bound} records: seals were removed",
-                        prev + 1,
+                        prev.saturating_add(1),
                         s - 1
                     ),
                 );
@@ -658,7 +658,7 @@ impl Signed {
                 (Some(at), Some(bound)) if last - at > bound => find(
                     findings,
                     FindingClass::Unsigned,
-                    at + 1,
+                    at.saturating_add(1),
                     end,
                     format!("the last {} record(s) carry no seal, but the writer seals at least every {bound} records", last - at),
                 ),
@@ -668,7 +668,7 @@ impl Signed {
                 (None, _) if tail > UNSEALED_TAIL_BOUND => find(
                     findings,
                     FindingClass::Unsigned,
-                    self.covered + 1,
+                    self.covered.saturating_add(1),
                     end,
                     format!("the last {tail} record(s) carry no valid signature and the log has no valid seal: more than the {UNSEALED_TAIL_BOUND} a writer leaves unsigned"),
                 ),
@@ -680,7 +680,7 @@ impl Signed {
                         } else {
                             Severity::Warning
                         },
-                        seq: Some(self.covered + 1),
+                        seq: Some(self.covered.saturating_add(1)),
                         location: end.into(),
                         detail: match self.unchecked_mac {
                             Some(m) if m > self.covered => format!("{tail} record(s) after the last valid signature are not covered by one (MAC seals up to record {m} cover them; --mac-key checks those)"),
@@ -693,7 +693,7 @@ impl Signed {
         if self.history.len() > 1 && self.any_valid {
             if let (Some(last_key), Some(newest)) = (&self.last_key, self.history.last()) {
                 if last_key != newest {
-                    find(findings, FindingClass::Truncated, last + 1, end,
+                    find(findings, FindingClass::Truncated, last.saturating_add(1), end,
                         format!("the log's last signature is by key {}+{}, but the key history given ends with {}+{}: the log stops before a rotation", last_key.name(), last_key.id_hex(), newest.name(), newest.id_hex()));
                 }
             }
@@ -703,7 +703,7 @@ impl Signed {
                 None => find(
                     findings,
                     FindingClass::Stale,
-                    last + 1,
+                    last.saturating_add(1),
                     end,
                     "no valid checkpoint, so the log's freshness cannot be shown".into(),
                 ),
@@ -770,7 +770,7 @@ impl Signed {
         let (seen, holds_note) = self.witness_seen[n];
         let loc = w.path.display().to_string();
         if last <= w.seq {
-            find(findings, FindingClass::Truncated, last + 1, &loc,
+            find(findings, FindingClass::Truncated, last.saturating_add(1), &loc,
                 format!("the log ends at record {last}, but the witness holds a signed checkpoint of record {} (stored as record {})", w.seq, w.seq.saturating_add(1)));
         } else if seen != Some(w.head) {
             find(

@@ -31,37 +31,64 @@ pub fn segment_name(first_seq: u64, generation: u32) -> String {
     }
 }
 
-fn parse_name(name: &str) -> Option<(u64, u32)> {
-    let rest = name
-        .strip_prefix(SEGMENT_PREFIX)?
-        .strip_suffix(SEGMENT_SUFFIX)?;
-    let (seq, generation) = match rest.split_once('.') {
-        // Digits only: `parse` alone would also take a sign (`.+1`).
-        Some((s, g)) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => {
-            (s, g.parse().ok()?)
-        }
-        Some(_) => return None,
-        None => (rest, 0),
-    };
-    if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((seq.parse().ok()?, generation))
+/// What a file name says: a segment, a name of a segment's shape whose
+/// numbers do not fit (no writer makes one, so it was planted), or neither.
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    Segment(u64, u32),
+    OutOfRange,
+    Other,
 }
 
-/// The segments in `dir`, in chain order. Other files are ignored.
+fn parse_name(name: &str) -> Name {
+    let Some(rest) = name
+        .strip_prefix(SEGMENT_PREFIX)
+        .and_then(|r| r.strip_suffix(SEGMENT_SUFFIX))
+    else {
+        return Name::Other;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Digits only: `parse` alone would also take a sign (`.+1`).
+    let (seq, generation) = match rest.split_once('.') {
+        Some((s, g)) if digits(g) => (s, Some(g)),
+        Some(_) => return Name::Other,
+        None => (rest, None),
+    };
+    if seq.len() != 20 || !digits(seq) {
+        return Name::Other;
+    }
+    match (seq.parse(), generation.map_or(Ok(0), str::parse)) {
+        (Ok(seq), Ok(generation)) => Name::Segment(seq, generation),
+        _ => Name::OutOfRange,
+    }
+}
+
+/// The segments in `dir`, in chain order. Other files are ignored, except
+/// one named like a segment whose numbers are out of range: an error.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some((first_seq, generation)) = parse_name(name) {
-            out.push(Segment {
+        match parse_name(name) {
+            Name::Segment(first_seq, generation) => out.push(Segment {
                 first_seq,
                 generation,
                 path: entry.path(),
-            });
+            }),
+            // Skipping it would hide whatever it holds from one reader
+            // while another reads it: refuse the directory instead.
+            Name::OutOfRange => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: named like a segment, but its sequence or generation is out of range",
+                        entry.path().display()
+                    ),
+                ))
+            }
+            Name::Other => {}
         }
     }
     out.sort();

@@ -4,13 +4,17 @@
 use super::super::{CheckpointConfig, OpenError, SinkSpec};
 use super::record_at;
 use crate::checkpoint::{verify_checkpoint, PublicKey};
+use crate::marker::MarkerFields;
 use crate::record::ChainHead;
 use crate::sink::SinkError;
 
 /// The newest checkpoint in the witness directory, signed by one of this
 /// writer's keys for this log, must be in the log: the most advanced sink
-/// must reach it, and every sink that reaches it must hold the very record
-/// it signed. A log cut back before it (and, say, continued with a leaked
+/// must hold the checkpoint record right after the record it signs, and
+/// every sink that reaches them must hold the very record it signed and,
+/// after it, the checkpoint record holding the very note (as the verifier
+/// requires). A cut that keeps the signed record but drops its checkpoint
+/// would otherwise be continued, and the next checkpoint would hide it. A log cut back before it (and, say, continued with a leaked
 /// retired key), or rewritten, is refused: the witness is the one copy of
 /// the log's signed history its storage's attacker cannot write.
 pub(super) async fn check_witness(
@@ -58,11 +62,11 @@ pub(super) async fn check_witness(
         }
         let note = std::fs::read_to_string(path).ok()?;
         match verify_checkpoint(&note, &keys) {
-            Ok((c, _)) if c.log_id == cp.log_id => Some((path.clone(), c)),
+            Ok((c, _)) if c.log_id == cp.log_id => Some((path.clone(), c, note)),
             _ => None,
         }
     });
-    let Some((path, witnessed)) = found else {
+    let Some((path, witnessed, note)) = found else {
         return Ok(());
     };
     let reach = heads
@@ -71,9 +75,10 @@ pub(super) async fn check_witness(
         .map(|h| h.seq)
         .max()
         .unwrap_or(0);
-    if reach < witnessed.seq {
+    let holder = witnessed.seq.saturating_add(1);
+    if reach < holder {
         return Err(OpenError::Config(format!(
-            "the witness {} holds a checkpoint of record {}, but the longest sink ends at record {reach}: the log was cut or replaced; refusing to continue it",
+            "the witness {} holds a checkpoint of record {} (in record {holder}), but the longest sink ends at record {reach}: the log was cut or replaced; refusing to continue it",
             path.display(),
             witnessed.seq
         )));
@@ -90,6 +95,24 @@ pub(super) async fn check_witness(
                 detail: format!(
                     "record {} is not the one the witness {} signed: the log was rewritten; refusing to continue it",
                     witnessed.seq,
+                    path.display()
+                ),
+            });
+        }
+        if h.seq < holder {
+            continue;
+        }
+        let rec = record_at(spec.sink.as_ref(), holder).await?;
+        let held = MarkerFields::parse("checkpoint", rec.text())
+            .ok()
+            .flatten()
+            .and_then(|(_, f)| f.note)
+            .filter(|_| rec.text().starts_with(b"{\"record_type\":\"checkpoint\""));
+        if held.as_deref() != Some(note.as_str()) {
+            return Err(OpenError::Backfill {
+                sink: spec.sink.name().to_string(),
+                detail: format!(
+                    "record {holder} is not the checkpoint record holding the note the witness {} holds: the log was cut or rewritten; refusing to continue it",
                     path.display()
                 ),
             });
