@@ -129,6 +129,38 @@ pub async fn verify(sources: &[Source], options: &VerifyOptions) -> Result<Repor
     })
 }
 
+/// Findings of the store's own integrity check, for a SQLite source: an
+/// index that disagrees with the table is tampering that reading the table
+/// alone cannot see (docs/THREAT_MODEL.md).
+async fn integrity_findings(source: &Source) -> Result<Vec<Finding>, VerifyError> {
+    match source {
+        #[cfg(feature = "sqlite")]
+        Source::Sqlite(p) => {
+            let unreadable = |e: audit_core::SinkError| VerifyError::Source {
+                name: source.describe(),
+                detail: e.to_string(),
+            };
+            let log = sink_sqlite::SqliteLog::open_read_only(p)
+                .await
+                .map_err(unreadable)?;
+            let problems = log.integrity_problems().await.map_err(unreadable)?;
+            Ok(problems
+                .into_iter()
+                .map(|p| Finding {
+                    class: FindingClass::Modified,
+                    severity: Severity::Error,
+                    seq: None,
+                    location: source.describe(),
+                    detail: format!(
+                        "SQLite's integrity check: {p} (an index or page was edited: audit query may not return what the records table holds)"
+                    ),
+                })
+                .collect())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceReport, VerifyError> {
     let (reader, starts, segments) = source.open().await?;
     // A segment directory, a database or an object log was written by our
@@ -157,7 +189,8 @@ async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceRe
     // overlaps with reading and with the parallel analysis of the next batch.
     let (to_classifier, batches) = std::sync::mpsc::sync_channel::<Vec<Analyzed>>(2);
     let strict = options.strict;
-    let (signed, witness_findings) = signatures(options)?;
+    let (signed, mut witness_findings) = signatures(options)?;
+    witness_findings.extend(integrity_findings(source).await?);
     let classifier_thread = std::thread::Builder::new()
         .name("audit-verify-classify".into())
         .spawn(move || {
