@@ -340,3 +340,48 @@ fn links(rec: &Record, prev: &Record) -> bool {
     crate::record::parse_record(rec.text())
         .is_ok_and(|p| p.prev == crate::record::PrevHash::Hash(prev.hash()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::chain::Sequencer;
+
+    fn records(n: usize) -> Vec<Record> {
+        let mut seq = Sequencer::resume(None);
+        (0..n)
+            .map(|i| seq.seal(format!("{{\"i\":{i}").as_bytes()))
+            .collect()
+    }
+
+    /// Issue 19 item 3: spool chunks hold records, which may be confidential:
+    /// owner-only like the sinks, in an owner-only directory.
+    #[test]
+    fn a_spool_chunk_is_owner_only_in_an_owner_only_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("spool");
+        let chunk = spool.join("chunk-1");
+        write_chunk(&chunk, &records(3)).expect("write");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&chunk), 0o600);
+        assert_eq!(mode(&spool), 0o700);
+        assert_eq!(read_chunk(&chunk, 1, 3, 10).expect("read").len(), 3);
+    }
+
+    /// Issue 19 item 3: a symbolic link planted at a chunk's name is not
+    /// followed (the writer is often root), and neither is an existing file
+    /// overwritten: the chunk is refused and the target left as it was.
+    #[test]
+    fn a_link_or_a_file_at_a_chunks_name_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious");
+        fs::write(&target, b"keep me").expect("write");
+        let link = dir.path().join("chunk-link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(write_chunk(&link, &records(2)).is_err());
+        assert_eq!(fs::read(&target).expect("read"), b"keep me");
+        assert!(write_chunk(&target, &records(2)).is_err());
+        assert_eq!(fs::read(&target).expect("read"), b"keep me");
+    }
+}
