@@ -1637,3 +1637,216 @@ fn unwritable_stdout_or_stderr_is_never_a_panic_or_a_silent_success() {
     assert_exit(&o, 2);
     assert!(dir.path().join("keys/k.pub").exists());
 }
+
+/// Runs `audit` with `stdin`, failing the test if it has not exited
+/// within a minute: a hang is the defect being tested for.
+fn audit_bounded(cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run audit");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("audit {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Issue 19 item 9: a FIFO in the witness directory, named as the newest
+/// note, neither hangs the verifier nor the writer's start-up check; the
+/// verifier refuses it, naming it.
+#[test]
+fn a_fifo_in_the_witness_directory_hangs_nothing() {
+    let log = Log::new(5);
+    let fifo = log
+        .path("witness")
+        .join(audit_core::checkpoint::witness_file_name(99_999));
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let o = audit_bounded(log.dir.path(), &["verify", "--config", "audit.toml"], b"");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+    // The writer skips what is not a regular file and goes on.
+    let o = audit_bounded(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(100, 2).as_bytes(),
+    );
+    assert_exit(&o, 0);
+}
+
+/// Found by attack (fifth round): the agent index rebuilt without the rows
+/// of one tool, its schema text then put back through `writable_schema`,
+/// hid those rows from `audit query --agent` while verify, which reads the
+/// table, said INTACT. Verify runs SQLite's integrity check, which compares
+/// every index with the table.
+#[test]
+fn an_index_that_hides_rows_from_query_fails_verify() {
+    let log = Log::new(12);
+    let db = log.path("data/audit.db");
+    let edit = "DROP INDEX records_agent_id; \
+        CREATE INDEX records_agent_id ON records(agent_id, ts_ns) WHERE authorization_decision != 'deny'; \
+        PRAGMA writable_schema=ON; \
+        UPDATE sqlite_master SET sql='CREATE INDEX records_agent_id ON records(agent_id, ts_ns)' WHERE name='records_agent_id'; \
+        PRAGMA writable_schema=OFF;";
+    let o = Command::new("sqlite3")
+        .arg(&db)
+        .arg(edit)
+        .output()
+        .expect("the sqlite3 shell (.ci/run installs it)");
+    assert!(o.status.success(), "{}", text(&o));
+    // The rows are hidden from the index...
+    let q = |args: &[&str]| {
+        audit(
+            log.dir.path(),
+            &[&["query", "--config", "audit.toml"], args].concat(),
+            b"",
+        )
+    };
+    let by_index = q(&["--agent", "agent-0", "--json"]);
+    let all = q(&["--json", "--limit", "1000"]);
+    let rows_of_agent_0 = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("\"agent_id\":\"agent-0\""))
+            .count()
+    };
+    assert!(
+        rows_of_agent_0(&by_index) < rows_of_agent_0(&all),
+        "the edit hides rows from the index: {}\n{}",
+        text(&by_index),
+        text(&all)
+    );
+    // ...and verify says so.
+    let o = log.verify(&[&log.sqlite_source(), "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "modified") >= 1, "{v}");
+    assert!(text(&o).contains("integrity check"), "{}", text(&o));
+}
+
+/// Writes `lines` (a chain, rechained by the attacker where it was edited)
+/// into a fresh SQLite database and a fresh `fs:` object log through the
+/// sinks themselves, so that the index columns and object names are what an
+/// attacker who recomputes them would write. Returns the two sources.
+async fn replay_into_sqlite_and_object(log: &Log, lines: &[Vec<u8>], tag: &str) -> [String; 2] {
+    use audit_core::Sink as _;
+    let records: Vec<Record> = lines
+        .iter()
+        .map(|l| Record::from_text(l).expect("record"))
+        .collect();
+    let batch = audit_core::RecordBatch::new(records).expect("a contiguous chain");
+    let db = log.path(&format!("{tag}.db"));
+    let sqlite = sink_sqlite::SqliteSink::open(sink_sqlite::SqliteSinkConfig::new("sqlite", &db))
+        .await
+        .expect("sqlite");
+    sqlite.append(&batch).await.expect("sqlite append");
+    drop(sqlite);
+    let root = log.path(&format!("{tag}-objects"));
+    std::fs::create_dir_all(&root).expect("object root");
+    let object = sink_object::ObjectSink::open(sink_object::ObjectSinkConfig::new(
+        "object",
+        sink_object::Service::Fs { root: root.clone() },
+        "",
+        "replayed",
+    ))
+    .await
+    .expect("object");
+    object.append(&batch).await.expect("object append");
+    drop(object);
+    [
+        format!("sqlite:{}", db.display()),
+        format!("fs:{}?log=replayed", root.display()),
+    ]
+}
+
+/// Issue 18: the signed attacks on every backend. The file attacks' results
+/// (f03: an edit with the signatures after it dropped and the chain
+/// recomputed; f04: the witnessed checkpoint record replaced) are written
+/// into SQLite and an object log as an attacker who recomputes the index
+/// columns would, and fail verification there with the key (and witness)
+/// as they do in the file. The genuine log, replayed the same way, passes.
+#[tokio::test]
+async fn the_signed_attacks_fail_on_sqlite_and_object_logs_too() {
+    let log = Log::new(30);
+    log.append(100, 30);
+    let lines = log.lines();
+    let key = log.pub_key();
+    let witness = log.path("witness").display().to_string();
+    let verify = |source: &str, with_witness: bool| {
+        let mut args = vec![source, "--public-key", key.as_str(), "--json"];
+        if with_witness {
+            args.extend(["--witness", witness.as_str()]);
+        }
+        log.verify(&args)
+    };
+    for source in replay_into_sqlite_and_object(&log, &lines, "genuine").await {
+        let o = verify(&source, true);
+        assert_exit(&o, 0);
+    }
+    // f03: an entry after the first checkpoint edited, every signed record
+    // after it dropped, the chain recomputed.
+    let first_cp = lines
+        .iter()
+        .position(|l| record_type(l).as_deref() == Some("checkpoint"))
+        .expect("a checkpoint");
+    let victim = first_cp + 10;
+    let mut edited = lines.clone();
+    edited[victim] = String::from_utf8(edited[victim].clone())
+        .expect("utf8")
+        .replacen("\"allow\"", "\"deny\"", 1)
+        .into_bytes();
+    let mut kept: Vec<Vec<u8>> = edited[..victim].to_vec();
+    kept.extend(
+        edited[victim..]
+            .iter()
+            .filter(|l| record_type(l).is_none())
+            .cloned(),
+    );
+    rechain(&mut kept, victim);
+    for source in replay_into_sqlite_and_object(&log, &kept, "f03").await {
+        let o = verify(&source, false);
+        assert_exit(&o, 1);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert!(count(&v, "unsigned") >= 1, "{source}: {v}");
+    }
+    // f04: the newest witnessed checkpoint's record replaced by an entry.
+    let first_run = Log::new(25);
+    let lines = first_run.lines();
+    let last_cp = lines
+        .iter()
+        .rposition(|l| record_type(l).as_deref() == Some("checkpoint"))
+        .expect("a checkpoint");
+    let mut forged = lines[..last_cp].to_vec();
+    forged.push(fake_entry(1));
+    rechain(&mut forged, last_cp);
+    let key = first_run.pub_key();
+    let witness = first_run.path("witness").display().to_string();
+    for source in replay_into_sqlite_and_object(&first_run, &forged, "f04").await {
+        let o = first_run.verify(&[
+            &source,
+            "--public-key",
+            &key,
+            "--witness",
+            &witness,
+            "--json",
+        ]);
+        assert_exit(&o, 1);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert!(count(&v, "forked") >= 1, "{source}: {v}");
+    }
+}
