@@ -162,6 +162,12 @@ async fn integrity_findings(source: &Source) -> Result<Vec<Finding>, VerifyError
 }
 
 async fn verify_one(source: &Source, options: &VerifyOptions) -> Result<SourceReport, VerifyError> {
+    // The report names the log verified, also when the prefix's only log
+    // was taken for want of `log=`.
+    #[cfg(feature = "object")]
+    let resolved = source.resolve_log().await?;
+    #[cfg(feature = "object")]
+    let source = &resolved;
     let (reader, starts, segments) = source.open().await?;
     // A segment directory, a database or an object log was written by our
     // writer; a single file may be the seed proxy's.

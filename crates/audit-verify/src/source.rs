@@ -152,8 +152,23 @@ impl Source {
         match self {
             Source::File(p) => format!("file:{}", p.display()),
             Source::Sqlite(p) => format!("sqlite:{}", p.display()),
-            Source::Fs { root, prefix, .. } => format!("fs:{}?prefix={prefix}", root.display()),
-            Source::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+            Source::Fs {
+                root,
+                prefix,
+                log_id,
+            } => match log_id {
+                Some(id) => format!("fs:{}?prefix={prefix}&log={id}", root.display()),
+                None => format!("fs:{}?prefix={prefix}", root.display()),
+            },
+            Source::S3 {
+                bucket,
+                prefix,
+                log_id,
+                ..
+            } => match log_id {
+                Some(id) => format!("s3://{bucket}/{prefix}?log={id}"),
+                None => format!("s3://{bucket}/{prefix}"),
+            },
         }
     }
 
@@ -269,8 +284,53 @@ fn check_file_source(path: &Path) -> Result<(), String> {
 
 #[cfg(feature = "object")]
 impl Source {
-    async fn object_log(&self) -> Result<sink_object::ObjectLog, String> {
-        let (service, prefix, log_id) = match self {
+    /// This source with its log id filled in: for an object source given
+    /// without `log=`, the only log under its prefix, so that the report
+    /// names the log it verified (a log planted in place of a deleted one
+    /// is then seen by its name).
+    pub async fn resolve_log(&self) -> Result<Source, VerifyError> {
+        let (Source::Fs { log_id: None, .. } | Source::S3 { log_id: None, .. }) = self else {
+            return Ok(self.clone());
+        };
+        let unreadable = |detail| VerifyError::Source {
+            name: self.describe(),
+            detail,
+        };
+        let (service, prefix, _) = self.service().map_err(unreadable)?;
+        let id = self
+            .sole_log_id(&service, &prefix)
+            .await
+            .map_err(unreadable)?;
+        let mut resolved = self.clone();
+        if let Source::Fs { log_id, .. } | Source::S3 { log_id, .. } = &mut resolved {
+            *log_id = Some(id);
+        }
+        Ok(resolved)
+    }
+
+    async fn sole_log_id(
+        &self,
+        service: &sink_object::Service,
+        prefix: &str,
+    ) -> Result<String, String> {
+        let probe =
+            sink_object::ObjectSinkConfig::new(self.describe(), service.clone(), prefix, "");
+        let ids = sink_object::ObjectLog::log_ids(&probe)
+            .await
+            .map_err(|e| e.to_string())?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err("no log under this prefix".into()),
+            many => Err(format!(
+                "several logs under this prefix ({}); name one with log=ID",
+                many.join(", ")
+            )),
+        }
+    }
+
+    /// The service, prefix and log id of an object source.
+    fn service(&self) -> Result<(sink_object::Service, String, Option<String>), String> {
+        Ok(match self {
             Source::Fs {
                 root,
                 prefix,
@@ -307,30 +367,14 @@ impl Source {
                 log_id.clone(),
             ),
             _ => return Err("not an object source".into()),
-        };
+        })
+    }
+
+    async fn object_log(&self) -> Result<sink_object::ObjectLog, String> {
+        let (service, prefix, log_id) = self.service()?;
         let log_id = match log_id {
             Some(l) => l,
-            None => {
-                let probe = sink_object::ObjectSinkConfig::new(
-                    self.describe(),
-                    service.clone(),
-                    prefix.clone(),
-                    "",
-                );
-                let ids = sink_object::ObjectLog::log_ids(&probe)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match ids.as_slice() {
-                    [one] => one.clone(),
-                    [] => return Err("no log under this prefix".into()),
-                    many => {
-                        return Err(format!(
-                            "several logs under this prefix ({}); name one with log=ID",
-                            many.join(", ")
-                        ))
-                    }
-                }
-            }
+            None => self.sole_log_id(&service, &prefix).await?,
         };
         let config = sink_object::ObjectSinkConfig::new(self.describe(), service, prefix, log_id);
         sink_object::ObjectLog::open(&config).map_err(|e| e.to_string())

@@ -92,6 +92,22 @@ async fn a_wrong_log_or_prefix_is_an_error_naming_the_source() {
     assert_eq!(tree(dir.path()), before, "verify changed the store");
 }
 
+/// Issue 18 finding 15: without `log=`, the prefix's only log is verified,
+/// and the report names it, so a log planted in place of a deleted one is
+/// seen under its own name.
+#[tokio::test]
+async fn the_report_names_the_log_taken_for_want_of_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path()).await;
+    let root = dir.path().display();
+    let (code, text) = verify(&format!("fs:{root}?prefix=audit"));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("fs:{root}?prefix=audit&log=log")),
+        "{text}"
+    );
+}
+
 /// A segment object renamed so that its name no longer gives its first
 /// record's sequence (the chain itself is intact, and still sorts in order).
 #[tokio::test]
