@@ -306,13 +306,15 @@ def shape_error(rtype, pairs):
         if got != SIG_LINES[rtype]:
             return f"a {rtype} note holds exactly {SIG_LINES[rtype]} signature line(s); this one holds {got}"
     return None
-KEY_NAME = re.compile(r"[^\s+]+\Z")
 KEY_HEX_ID = re.compile(r"[0-9a-f]{8}\Z")
 CANONICAL = re.compile(r"[1-9][0-9]*\Z")  # a sequence: positive, no leading zero
 CANONICAL_OR_ZERO = re.compile(r"(0|[1-9][0-9]*)\Z")
 # Whitespace as Rust's char::is_whitespace (Unicode White_Space), which is
 # not Python's \s: that also holds U+001C-U+001F.
 WHITESPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A key name in a verifier, MAC or private key: as a signature line's, and
+# no control character (Rust's char::is_control: U+0000-U+001F, U+007F-U+009F).
+KEY_NAME = re.compile("[^+" + WHITESPACE + "\x00-\x1f\x7f-\x9f]+\\Z")
 SIG_LINE = re.compile("\u2014 ([^+" + WHITESPACE + "]+) ([A-Za-z0-9+/=]+)\\Z")
 SIG_BYTES = 68  # a 4-byte key ID and a 64-byte Ed25519 signature
 # FORMAT.md section 9: how many signature lines each record's note holds.
@@ -371,8 +373,8 @@ class Key:
             return False
 
 
-MAC_KEY = re.compile(r"SEAL\+MAC\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
-PRIVATE_KEY = re.compile(r"PRIVATE\+KEY\+([^\s+]+)\+([0-9a-f]{8})\+(\S+)\Z")
+MAC_KEY = re.compile(r"SEAL\+MAC\+([^+]+)\+([0-9a-f]{8})\+(\S+)\Z")
+PRIVATE_KEY = re.compile(r"PRIVATE\+KEY\+([^+]+)\+([0-9a-f]{8})\+(\S+)\Z")
 MAC_KEY_CONTEXT = "auditlog 2026-12-02 seal MAC key v1"
 WRITER_MAC_KEY_CONTEXT = "auditlog 2026-12-03 writer seal MAC key v1"
 
@@ -382,6 +384,9 @@ def mac_key(text):
     (from a private key) the writer's own MAC key, from `SEAL+MAC+name+id+base64(key)` or
     from the private key `PRIVATE+KEY+name+id+base64(0x01 || seed)`, whose
     MAC key is BLAKE3's derive_key(MAC_KEY_CONTEXT, seed)."""
+    m = MAC_KEY.match(text) or PRIVATE_KEY.match(text)
+    if m and not KEY_NAME.match(m.group(1)):
+        raise ValueError(f"{m.group(1)!r}: bad key name")
     m = MAC_KEY.match(text)
     if m:
         raw = b64_strict(m.group(3))

@@ -74,9 +74,12 @@ pub(crate) fn hex4(id: [u8; 4]) -> String {
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {
+    // C2SP: no whitespace and no `+`; and no control character, which no
+    // key name needs and a terminal would act on.
     !name.is_empty()
-        && !name.contains(['+', ' ', '\n', '\t'])
-        && !name.chars().any(char::is_control)
+        && !name
+            .chars()
+            .any(|c| c == '+' || c.is_whitespace() || c.is_control())
 }
 
 /// A public key that verifies checkpoints.
