@@ -1495,13 +1495,24 @@ fn a_signature_line_added_to_the_last_seal_is_malformed_and_not_adopted() {
 /// record starts with exactly `{"record_type":"<type>"`.
 #[test]
 fn a_respelled_marker_is_malformed_and_not_continued() {
+    // Its first bytes, then (found in the sixth round) inside it: whitespace
+    // between members hid data the writer then signed over.
+    for (from, to) in [
+        ("{\"record_type\":", "{\"record_type\" :"),
+        (",\"note\":", ", \t \"note\":"),
+        ("\u{2014}", "\\u2014"),
+    ] {
+        respelled_last_seal_is_refused(from, to);
+    }
+}
+
+fn respelled_last_seal_is_refused(from: &str, to: &str) {
     let log = Log::new(40);
     let mut lines = log.lines();
     let last = lines.len() - 1;
-    let respelled = String::from_utf8(lines[last].clone())
-        .expect("utf8")
-        .replacen("{\"record_type\":", "{\"record_type\" :", 1);
-    lines[last] = respelled.into_bytes();
+    let seal = String::from_utf8(lines[last].clone()).expect("utf8");
+    assert!(seal.contains(from), "{seal}");
+    lines[last] = seal.replacen(from, to, 1).into_bytes();
     rechain(&mut lines, last);
     log.write_lines(&lines);
     let (o, v) = log.verify_config();
@@ -1849,4 +1860,44 @@ async fn the_signed_attacks_fail_on_sqlite_and_object_logs_too() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
         assert!(count(&v, "forked") >= 1, "{source}: {v}");
     }
+}
+
+/// Found by attack (sixth round): the start-up witness check tried only the
+/// 4,096 newest notes, so another log sharing the witness directory (same
+/// key here; another key does the same) switched it off by publishing more,
+/// and a cut behind the witnessed checkpoint was continued again.
+#[test]
+fn another_logs_notes_do_not_switch_the_witness_check_off() {
+    let log = Log::new(45);
+    let n = newest_witnessed(&log);
+    let mut lines = log.lines();
+    lines.truncate(n as usize);
+    log.write_lines(&lines);
+    remove_database(&log);
+    let key = log.key("audit.test");
+    for i in 0..4_200u64 {
+        let other = audit_core::checkpoint::Checkpoint {
+            log_id: "audit.test/other".into(),
+            seq: 1_000_000 + i,
+            head: audit_core::Hash32([7; 32]),
+            time: 1_796_000_000,
+        };
+        std::fs::write(
+            log.path("witness")
+                .join(audit_core::checkpoint::witness_file_name(other.seq)),
+            key.sign_note(&other.body()),
+        )
+        .expect("other log's note");
+    }
+    let o = audit(
+        log.dir.path(),
+        &["append", "--config", "audit.toml"],
+        entries(300, 5).as_bytes(),
+    );
+    assert!(
+        !o.status.success(),
+        "the writer continued a cut log: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("witness"), "{}", text(&o));
 }

@@ -281,7 +281,20 @@ SHAPES = {
 INTEGER_MEMBERS = ("checkpoint_seq", "sealed_seq", "stretch")
 
 
-def shape_error(rtype, pairs):
+def canonical_marker(rtype, pairs):
+    """The one byte form of a marker: the writer's encoding of its members
+    (serde_json's: no whitespace, only the escapes it makes), up to the chain
+    members."""
+    out = '{"record_type":' + json.dumps(rtype, ensure_ascii=False)
+    for n, v in pairs:
+        if n == "record_type" or n.startswith("chain_"):
+            continue
+        value = str(v) if n in INTEGER_MEMBERS else json.dumps(v, ensure_ascii=False)
+        out += "," + json.dumps(n, ensure_ascii=False) + ":" + value
+    return (out + ',"chain_sequence":').encode()
+
+
+def shape_error(rtype, pairs, text):
     """Why a checkpoint, seal or rotation record has none of its shapes, or None."""
     names = tuple(n for n, _ in pairs if n != "record_type" and not n.startswith("chain_"))
     if names not in SHAPES[rtype]:
@@ -295,6 +308,10 @@ def shape_error(rtype, pairs):
                 return f"`{n}` is not an unsigned integer"
         elif not isinstance(v, str):
             return f"`{n}` is not a string"
+    # Another spelling of the same JSON could carry data the note does not
+    # sign, and the writer would adopt it.
+    if not text.startswith(canonical_marker(rtype, pairs)):
+        return f"a {rtype} record is spelled exactly as the writer writes it (no whitespace, no escape it would not make); this one is not"
     note = dict(pairs).get("note")
     if note is not None:
         # Exactly the writer's signatures: a line by a key the verifier does
@@ -829,7 +846,7 @@ def verify(path, opts=None):
             if signing and rtype in SIGNED_TYPES:
                 before = last_computed if last is not None and last[0] == seq - 1 else None
                 signed.append({"seq": seq, "type": rtype, "where": where, "members": dict(top),
-                               "shape_error": shape_error(rtype, top),
+                               "shape_error": shape_error(rtype, top, text),
                                "note": dict(top).get("note"), "prev_hash": before})
             if witnessed is not None and seq in (witnessed, witnessed + 1):
                 at_witness.setdefault(seq, (computed, rtype, dict(top).get("note")))

@@ -797,6 +797,22 @@ class VerifierTest(unittest.TestCase):
 
     # Record kinds (no key needed).
 
+    def test_a_marker_in_another_spelling_is_malformed(self):
+        # FORMAT.md section 9: a seal, checkpoint or rotation record is
+        # exactly the writer's encoding of its members; whitespace or an
+        # escape the writer would not make could smuggle data past the note.
+        for name, old, new in (("space-between", ',"note":', ', "note":'),
+                               ("escaped-member", ',"note":', ',"\\u006eote":'),
+                               ("escaped-dash", "\u2014", "\\u2014")):
+            w = Writer(self.a)
+            w.batches(3)
+            i = len(w.members) - 1
+            self.assertIn(old, w.members[i])
+            w.members[i] = w.members[i].replace(old, new, 1)
+            w.rechain(lambda i, m: True)
+            path = self.write(w, name=name)
+            self.assertVerdict(path, 1, keys=[self.a], has=["malformed:", "spelled exactly as the writer writes it"])
+
     def test_record_type_in_another_spelling_is_malformed(self):
         # FORMAT.md section 6: a non-entry record starts with exactly
         # {"record_type":"<type>", the bytes the writer finds its seals by.

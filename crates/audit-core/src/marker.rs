@@ -105,6 +105,11 @@ impl MarkerFields {
             ));
         };
         let mut f = MarkerFields::default();
+        // The one byte form of this marker: what the writer's encoder
+        // (`encode_marker_body`) makes of its members. Any other spelling of
+        // the same JSON (whitespace, escapes) could carry data the note does
+        // not sign, and the writer would adopt and sign over it.
+        let mut canonical = format!("{}{}\"", crate::record::RECORD_TYPE_PREFIX, record_type);
         for (name, raw) in &members {
             let name = name.as_str();
             if name == crate::record::RECORD_TYPE_MEMBER || name.starts_with("chain_") {
@@ -113,6 +118,7 @@ impl MarkerFields {
             if INTEGERS.contains(&name) {
                 let v: u64 = serde_json::from_str(raw.get())
                     .map_err(|_| format!("`{name}` is not an unsigned integer: {}", raw.get()))?;
+                canonical.push_str(&format!(",\"{name}\":{v}"));
                 let slot = match name {
                     "checkpoint_seq" => &mut f.checkpoint_seq,
                     "sealed_seq" => &mut f.sealed_seq,
@@ -122,6 +128,8 @@ impl MarkerFields {
             } else {
                 let v: String = serde_json::from_str(raw.get())
                     .map_err(|_| format!("`{name}` is not a string"))?;
+                let quoted = serde_json::to_string(&v).map_err(|e| e.to_string())?;
+                canonical.push_str(&format!(",\"{name}\":{quoted}"));
                 let slot = match name {
                     "timestamp" => &mut f.timestamp,
                     "log_id" => &mut f.log_id,
@@ -134,6 +142,12 @@ impl MarkerFields {
                 };
                 *slot = Some(v);
             }
+        }
+        canonical.push_str(",\"chain_sequence\":");
+        if !text.starts_with(canonical.as_bytes()) {
+            return Err(format!(
+                "a {record_type} record is spelled exactly as the writer writes it (no whitespace, no escape it would not make); this one is not"
+            ));
         }
         if let Some(note) = &f.note {
             // Exactly the writer's signatures: a line by a key the reader
@@ -234,6 +248,17 @@ mod tests {
         };
         assert!(parse("key_rotation", &rotation(NOTE)).is_err());
         assert!(parse("key_rotation", &rotation(&format!("{NOTE}{sig}"))).is_ok());
+        // The same JSON in another spelling: whitespace between members, an
+        // escape the writer would not make (in a value or a member name).
+        for respelled in [
+            seal(NOTE).replacen(",\"note\"", ", \"note\"", 1),
+            seal(NOTE).replacen("\"sealed_seq\":1", "\"sealed_seq\": 1", 1),
+            seal(NOTE).replacen("\u{2014}", "\\u2014", 1),
+            seal(NOTE).replacen("\"note\"", "\"\\u006eote\"", 1),
+            seal(NOTE).replacen("body", "bod\\u0079", 1),
+        ] {
+            assert!(parse("seal", &respelled).is_err(), "{respelled}");
+        }
         // Key names are C2SP names: no '+', no whitespace; signatures are
         // a key ID and 64 bytes.
         for bad_line in [
