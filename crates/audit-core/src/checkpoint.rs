@@ -585,37 +585,55 @@ pub fn witness_file_name(seq: u64) -> String {
 /// Writes a checkpoint note into a witness directory, durably, never
 /// overwriting an existing note.
 pub fn write_witness(dir: &std::path::Path, seq: u64, note: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let path = dir.join(witness_file_name(seq));
-    let mut f = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(f) => f,
+    match place_note(dir, &path, note) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // A heartbeat may sign the same head again; an identical note is fine.
-            return if std::fs::read_to_string(&path)? == note {
-                Ok(())
-            } else {
-                // Keep the first note: it is the one a witness vouches for.
-                let alt = dir.join(format!(
-                    "checkpoint-{seq:020}.{}.note",
-                    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-                ));
-                std::fs::write(alt, note)
-            };
+            if std::fs::read_to_string(&path)? == note {
+                return Ok(());
+            }
+            // Keep the first note: it is the one a witness vouches for.
+            let alt = dir.join(format!(
+                "checkpoint-{seq:020}.{}.note",
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+            ));
+            place_note(dir, &alt, note)
         }
-        Err(e) => return Err(e),
-    };
-    f.write_all(note.as_bytes())?;
-    f.sync_all()?;
+        other => other,
+    }
+}
+
+/// Puts `note` at `path` whole or not at all: written and synced under a
+/// temporary name (which no reader takes for a note: it does not start with
+/// `checkpoint-`), then linked to `path`, which fails if `path` exists. A
+/// crash, or a power cut before the sync, never leaves an empty or partial
+/// note under a note's name, which every verifier would fail for good.
+fn place_note(dir: &std::path::Path, path: &std::path::Path, note: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}.note",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(note.as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written?;
     std::fs::File::open(dir)?.sync_all()
 }
 

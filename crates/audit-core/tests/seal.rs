@@ -630,3 +630,53 @@ async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_
     write(config(k.clone(), None), std::slice::from_ref(&ours), 100, 1).await;
     assert!(ours.records().iter().any(|r| r == &good));
 }
+
+/// Found by attack (sixth round): a witness note was created under its
+/// name, then written: a crash or a full disk between the two left an
+/// empty note that failed the genuine log in every verifier for good. On a
+/// full tmpfs the write fails after the file exists; no file under a
+/// note's name may be left behind.
+#[test]
+fn a_failed_witness_write_leaves_no_partial_note() {
+    use std::process::Command;
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        audit_core::testing::skip_or_fail(
+            "a_failed_witness_write_leaves_no_partial_note",
+            "mounting a tmpfs needs root",
+        );
+        return;
+    }
+    let base = tempfile::tempdir().expect("tempdir");
+    let mnt = base.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("run mount");
+    assert!(ok.success(), "mount tmpfs failed although running as root");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mnt);
+    let witness = mnt.join("witness");
+    std::fs::create_dir(&witness).expect("witness dir");
+    // Fill every block; a new (empty) file still gets an inode.
+    use std::io::Write as _;
+    let mut filler = std::fs::File::create(mnt.join("filler")).expect("filler");
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    let note = "x".repeat(16 * 1024) + "\n";
+    assert!(audit_core::checkpoint::write_witness(&witness, 5, &note).is_err());
+    let left: Vec<String> = std::fs::read_dir(&witness)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
