@@ -136,7 +136,9 @@ pub struct WriterConfig {
     pub catch_up_max_records: usize,
     /// Most bytes sent to a lagging sink in one catch-up append.
     pub catch_up_max_bytes: usize,
-    /// The first retry delay after a sink fails; it doubles up to `retry_max`.
+    /// The first retry delay after a sink fails; it doubles up to `retry_max`,
+    /// each delay with random jitter of up to as much again (capped at
+    /// `retry_max`).
     pub retry_min: Duration,
     /// The longest retry delay.
     pub retry_max: Duration,
