@@ -1901,3 +1901,51 @@ fn another_logs_notes_do_not_switch_the_witness_check_off() {
     );
     assert!(text(&o).contains("witness"), "{}", text(&o));
 }
+
+/// Found by attack (sixth round): index columns rewritten as BLOBs of the
+/// same bytes (triggers dropped and restored) hid their rows from
+/// `audit query`, since a BLOB never equals the TEXT a query binds, while
+/// verify read them as the same string and said INTACT. A column of another
+/// storage class than the sink writes disagrees with its record.
+#[test]
+fn an_index_column_of_another_storage_class_fails_verify() {
+    let log = Log::new(12);
+    let db = log.path("data/audit.db");
+    let sqlite = |sql: &str| {
+        let o = Command::new("sqlite3")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("the sqlite3 shell (.ci/run installs it)");
+        assert!(o.status.success(), "{sql}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let triggers = sqlite("SELECT sql || ';' FROM sqlite_master WHERE type = 'trigger';");
+    let q = |args: &[&str]| {
+        audit(
+            log.dir.path(),
+            &[&["query", "--config", "audit.toml"], args].concat(),
+            b"",
+        )
+    };
+    let before = q(&["--agent", "agent-0", "--json"]).stdout.len();
+    assert!(before > 0);
+    sqlite(&format!(
+        "DROP TRIGGER records_no_update; DROP TRIGGER records_no_delete; \
+         UPDATE records SET agent_id = CAST(agent_id AS BLOB) WHERE agent_id = 'agent-0'; \
+         UPDATE records SET ts_ns = CAST(ts_ns AS BLOB) WHERE seq = 3; {triggers}"
+    ));
+    assert!(
+        q(&["--agent", "agent-0", "--json"]).stdout.is_empty(),
+        "the edit hides the rows from audit query"
+    );
+    let o = log.verify(&[&log.sqlite_source(), "--json"]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("(BLOB) agent-0"), "{}", text(&o));
+    // A BLOB time sorts after every number: the row escapes `--until`.
+    assert!(
+        text(&o).contains("index column ts_ns holds \\\"(BLOB)"),
+        "{}",
+        text(&o)
+    );
+}

@@ -482,13 +482,32 @@ fn read_rows(
                 let text: Option<Vec<u8>> = r.get(2)?;
                 let mut columns = Vec::with_capacity(INDEX_COLUMNS.len());
                 for (i, col) in INDEX_COLUMNS.iter().enumerate() {
+                    use rusqlite::types::ValueRef as V;
+                    // A value of another storage class than the sink writes
+                    // (an INTEGER `ts_ns`, TEXT for the rest) never equals
+                    // one in a query, which binds that class: a BLOB or a
+                    // number spelled like the record's value would hide the
+                    // row from `audit query` while reading as a match here.
+                    // So it is shown with its class, and disagrees.
+                    let integer = *col == "ts_ns";
                     let v: Option<String> = match r.get_ref(3 + i)? {
-                        rusqlite::types::ValueRef::Null => None,
-                        rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
-                        rusqlite::types::ValueRef::Real(f) => Some(f.to_string()),
-                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        V::Null => None,
+                        V::Integer(n) if integer => Some(n.to_string()),
+                        V::Text(t) if !integer => Some(match std::str::from_utf8(t) {
+                            Ok(t) => t.to_owned(),
+                            Err(_) => {
+                                format!("(TEXT that is not UTF-8) {}", String::from_utf8_lossy(t))
+                            }
+                        }),
+                        // Cut to the line limit by the query: too long to
+                        // come from its record whatever its class.
+                        V::Blob(t) if t.len() > max_line => {
                             Some(String::from_utf8_lossy(t).into_owned())
                         }
+                        V::Integer(n) => Some(format!("(INTEGER) {n}")),
+                        V::Real(f) => Some(format!("(REAL) {f}")),
+                        V::Text(t) => Some(format!("(TEXT) {}", String::from_utf8_lossy(t))),
+                        V::Blob(t) => Some(format!("(BLOB) {}", String::from_utf8_lossy(t))),
                     };
                     columns.push((col.to_string(), v));
                 }
