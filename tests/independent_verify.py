@@ -178,7 +178,9 @@ def segment_names(path):
         if m is None:
             continue
         seq, gen = int(m.group(1)), int(m.group(2)[1:]) if m.group(2) else -1
-        if seq > MAX_SEQ or gen > MAX_GENERATION:
+        # A generation is 1 or more without a leading zero: `X.0` would
+        # sort beside `X` here and elsewhere in another reader.
+        if seq > MAX_SEQ or gen > MAX_GENERATION or (m.group(2) or ".1")[1] == "0":
             out_of_range.append(os.path.join(path, n))
             continue
         # FORMAT.md section 8: by first sequence, then generation, none first.
@@ -793,7 +795,7 @@ def verify(path, opts=None):
         for fname in segment_names(path)[1]:
             # As audit verify: a file no reader can place makes the source
             # unreadable, rather than being skipped by one reader.
-            raise Unreadable(f"{fname}: named like a segment, but its sequence or generation is out of range (u64, u32)")
+            raise Unreadable(f"{fname}: named like a segment, but its sequence or generation is out of range (u64, u32), or its generation is written 0 or with a leading zero")
     for i, (fname, promised) in enumerate(files):
         # A FIFO would block the read and a device would never end.
         if not stat.S_ISREG(os.stat(fname).st_mode):

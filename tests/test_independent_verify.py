@@ -855,7 +855,8 @@ class VerifierTest(unittest.TestCase):
             w.entry()
         for name in ("audit-18446744073709551616.jsonl", "audit-99999999999999999999.jsonl",
                      "audit-00000000000000000001.4294967296.jsonl",
-                     "audit-00000000000000000004.99999999999999999999999.jsonl"):
+                     "audit-00000000000000000004.99999999999999999999999.jsonl",
+                     "audit-00000000000000000004.0.jsonl", "audit-00000000000000000004.01.jsonl"):
             path = self.write(w, name=name)
             with open(os.path.join(path, name), "w") as f:
                 f.write("garbage\n")

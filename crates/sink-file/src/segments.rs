@@ -57,6 +57,11 @@ fn parse_name(name: &str) -> Name {
     if seq.len() != 20 || !digits(seq) {
         return Name::Other;
     }
+    // A generation is 1 or more, without a leading zero: `X.0` or `X.01`
+    // would sort beside `X` in one reader and elsewhere in another.
+    if generation.is_some_and(|g| g.starts_with('0')) {
+        return Name::OutOfRange;
+    }
     match (seq.parse(), generation.map_or(Ok(0), str::parse)) {
         (Ok(seq), Ok(generation)) => Name::Segment(seq, generation),
         _ => Name::OutOfRange,
@@ -64,7 +69,8 @@ fn parse_name(name: &str) -> Name {
 }
 
 /// The segments in `dir`, in chain order. Other files are ignored, except
-/// one named like a segment whose numbers are out of range: an error.
+/// one named like a segment whose numbers are out of range or whose
+/// generation is written `0` or with a leading zero: an error.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -83,7 +89,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "{}: named like a segment, but its sequence or generation is out of range",
+                        "{}: named like a segment, but its sequence or generation is out of range, or its generation is written 0 or with a leading zero (no writer makes such a name)",
                         entry.path().display()
                     ),
                 ))
