@@ -689,6 +689,16 @@ def check_signatures(signed, last_seq, opts, report):
             continue
         if r["type"] == "key_rotation":
             new = note.new_key.ident
+            # Signed by exactly the retired key and the new one: a second
+            # line by anyone else would carry bytes nobody vouches for. The
+            # new key's line is checked with the key the note names.
+            by_new = [sig for ident, sig in note.sigs if ident == new]
+            if len(note.sigs) != 2 or len(by_new) != 1:
+                report.error("malformed", f"{where}: rotation {seq}: a key-rotation note is signed by exactly the retired key and the new one")
+                continue
+            if not note.new_key.verify(by_new[0], note.body):
+                report.error("bad_signature", f"{where}: rotation {seq}: the new key's signature does not verify")
+                continue
             old = [ident for ident, _ in note.sigs if ident != new]
             cosigned = new in accepted
             old_ok = [i for i in old if i in accepted or (cosigned and i not in keys)]

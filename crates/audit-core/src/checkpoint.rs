@@ -574,6 +574,21 @@ pub fn verify_rotation(
             "key-rotation body is not in canonical form".into(),
         ));
     }
+    // Signed by exactly the retired key and the new one, which proves it
+    // holds its key: a second line by anyone else would carry 68 bytes
+    // nobody vouches for.
+    let sigs = split_note(note)?.sigs;
+    let by = |k: &PublicKey| {
+        sigs.iter()
+            .filter(|l| l.id == k.id && l.name == k.name)
+            .count()
+    };
+    if sigs.len() != 2 || by(&signer) != 1 || by(&new) != 1 {
+        return Err(NoteError::Malformed(
+            "a key-rotation note is signed by exactly the retired key and the new one".into(),
+        ));
+    }
+    verify_note(note, std::slice::from_ref(&new))?;
     Ok((new, signer))
 }
 

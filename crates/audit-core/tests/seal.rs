@@ -680,3 +680,28 @@ fn a_failed_witness_write_leaves_no_partial_note() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Found by attack (sixth round): a rotation's second signature line could
+/// be anyone's, carrying 68 bytes nobody vouched for. It is the new key's,
+/// and verifies with the key the note names.
+#[test]
+fn a_rotation_is_signed_by_exactly_the_retired_and_the_new_key() {
+    use audit_core::checkpoint::{rotation_body, verify_rotation, KeyPair};
+    let old = KeyPair::generate("audit.old").expect("key");
+    let new = KeyPair::generate("audit.new").expect("key");
+    let other = KeyPair::generate("audit.other").expect("key");
+    let body = rotation_body("audit.test/log", &new.public());
+    let genuine = new.cosign(&old.sign_note(&body));
+    let (named, signer) = verify_rotation(&genuine, &[old.public()]).expect("genuine");
+    assert_eq!((named, signer), (new.public(), old.public()));
+    // A second line by a third key, and a line by the retired key twice.
+    for forged in [
+        other.cosign(&old.sign_note(&body)),
+        old.cosign(&old.sign_note(&body)),
+    ] {
+        assert!(
+            verify_rotation(&forged, &[old.public()]).is_err(),
+            "{forged}"
+        );
+    }
+}
