@@ -1956,3 +1956,67 @@ fn an_index_column_of_another_storage_class_fails_verify() {
         text(&o)
     );
 }
+
+/// The `segments/` directory of a replayed `fs:` object log.
+fn object_segments(log: &Log, tag: &str) -> PathBuf {
+    let dir = log.path(&format!("{tag}-objects/replayed/segments"));
+    assert!(dir.is_dir(), "{}", dir.display());
+    dir
+}
+
+/// Issue 18 findings 1 and 2 on an object log: a flood of repeated genesis
+/// records in a segment object of its own still counts every finding (the
+/// verdict is not the cap's), and a fabricated chain added as a segment
+/// object is an error.
+#[tokio::test]
+async fn the_flood_and_a_second_chain_fail_on_an_object_log_too() {
+    let log = Log::new(30);
+    let lines = log.lines();
+    // f01: an edit in the log (hash not recomputed) behind 10,001 copies of
+    // its genesis record, in an old-form segment object sorting first.
+    let mut edited = lines.clone();
+    let [_, object] = replay_into_sqlite_and_object(&log, &edited, "f01").await;
+    let segments = object_segments(&log, "f01");
+    let mut front = Vec::new();
+    for _ in 0..10_001 {
+        front.extend_from_slice(&lines[0]);
+        front.push(b'\n');
+    }
+    std::fs::write(
+        segments.join("00000000000000000000-00000000000000000000.jsonl"),
+        front,
+    )
+    .expect("flood object");
+    let real = segments.join("00000000000000000001.jsonl");
+    let text = std::fs::read_to_string(&real).expect("segment");
+    std::fs::write(&real, text.replacen("\"allow\"", "\"deny\"", 1)).expect("edit");
+    let o = log.verify(&[&object, "--public-key", &log.pub_key(), "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let s = &v["sources"][0];
+    assert!(
+        s["errors"].as_u64().unwrap_or(0) > 10_000,
+        "{}",
+        s["errors"]
+    );
+    assert!(s["findings_omitted"].as_u64().unwrap_or(0) > 0);
+    // f02: a fabricated chain from genesis, as a segment object after the
+    // last one.
+    edited.truncate(20);
+    let [_, object] = replay_into_sqlite_and_object(&log, &edited, "f02").await;
+    let mut seq = Sequencer::new();
+    let mut extra = Vec::new();
+    for i in 0..3 {
+        extra.extend_from_slice(seq.seal(&fake_entry(i)).text());
+        extra.push(b'\n');
+    }
+    std::fs::write(
+        object_segments(&log, "f02").join("00000000000000000021.jsonl"),
+        extra,
+    )
+    .expect("extra object");
+    let o = log.verify(&[&object, "--json"]);
+    assert_exit(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(count(&v, "restart") >= 1, "{v}");
+}

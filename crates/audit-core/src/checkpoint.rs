@@ -749,16 +749,24 @@ mod tests {
             verify_checkpoint(note.trim_end(), std::slice::from_ref(&pk)),
             Err(NoteError::Malformed(_))
         ));
-        let new = KeyPair::generate("next.example").expect("key").public();
+        let next = KeyPair::generate("next.example").expect("key");
+        let new = next.public();
         let rotation = rotation_body("log-1", &new);
-        assert!(verify_rotation(&kp.sign_note(&rotation), std::slice::from_ref(&pk)).is_ok());
+        // Signed by the retired key and cosigned by the new one.
+        let signed = |body: &str| next.cosign(&kp.sign_note(body));
+        assert!(verify_rotation(&signed(&rotation), std::slice::from_ref(&pk)).is_ok());
+        // Without the new key's line it is malformed.
+        assert!(matches!(
+            verify_rotation(&kp.sign_note(&rotation), std::slice::from_ref(&pk)),
+            Err(NoteError::Malformed(_))
+        ));
         for bad in [
             format!("{rotation}\n"),
             rotation.replace(&new.to_vkey(), &format!(" {}", new.to_vkey())),
         ] {
             assert!(
                 matches!(
-                    verify_rotation(&kp.sign_note(&bad), std::slice::from_ref(&pk)),
+                    verify_rotation(&signed(&bad), std::slice::from_ref(&pk)),
                     Err(NoteError::Malformed(_))
                 ),
                 "{bad:?}"
