@@ -123,6 +123,15 @@ path = "data/audit.db"
         assert!(o.status.success(), "{}", text(&o));
     }
 
+    /// The writer restarted on the log: `audit append` of five entries.
+    fn restart(&self) -> Output {
+        audit(
+            self.dir.path(),
+            &["append", "--config", "audit.toml"],
+            entries(300, 5).as_bytes(),
+        )
+    }
+
     fn verify(&self, args: &[&str]) -> Output {
         audit(self.dir.path(), &[&["verify"], args].concat(), b"")
     }
@@ -239,6 +248,17 @@ fn fake_entry(i: u64) -> Vec<u8> {
     let mut body = Vec::new();
     encode_entry_body(&audit_core::testing::sample_entry(90_000 + i), &mut body).expect("encode");
     body
+}
+
+/// The writer refused to continue a cut log, and said the witness is why.
+#[track_caller]
+fn assert_refused_by_the_witness(o: &Output) {
+    assert!(
+        !o.status.success(),
+        "the writer continued a cut log: {}",
+        text(o)
+    );
+    assert!(text(o).contains("witness"), "{}", text(o));
 }
 
 #[track_caller]
@@ -809,11 +829,7 @@ fn f10_the_writer_does_not_launder_a_forgery() {
             lines.push(seq.seal(body.as_bytes()).text().to_vec());
         }
         log.write_lines(&lines);
-        let o = audit(
-            log.dir.path(),
-            &["append", "--config", "audit.toml"],
-            entries(300, 5).as_bytes(),
-        );
+        let o = log.restart();
         let db = rusqlite_free_read(&log.path("data/audit.db"));
         assert!(
             !db.contains(marker),
@@ -1118,11 +1134,7 @@ fn the_writer_does_not_adopt_a_forgery_under_another_keys_mac() {
             .to_vec(),
     );
     log.write_lines(&lines);
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     let db = rusqlite_free_read(&log.path("data/audit.db"));
     assert!(
         !db.contains(marker),
@@ -1172,11 +1184,7 @@ fn a_member_added_beside_the_last_seals_note_is_malformed_and_not_adopted() {
     assert_exit(&o, 1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(count(&v, "malformed"), 1, "{v}");
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
     let db = rusqlite_free_read(&log.path("data/audit.db"));
     assert!(!db.contains(marker), "the forgery was copied into SQLite");
@@ -1219,11 +1227,7 @@ fn the_auditors_mac_key_cannot_make_the_writer_adopt_a_forgery() {
             .to_vec(),
     );
     log.write_lines(&lines);
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
     assert!(
         text(&o).contains("file"),
@@ -1271,11 +1275,7 @@ fn a_log_rewritten_without_any_seal_is_not_adopted_unless_the_operator_says_so()
     for f in ["data/audit.db", "data/audit.db-wal", "data/audit.db-shm"] {
         let _ = std::fs::remove_file(log.path(f));
     }
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
     assert!(text(&o).contains("adopt_unsealed"), "{}", text(&o));
     if let Ok(db) = std::fs::read(log.path("data/audit.db")) {
@@ -1291,20 +1291,12 @@ fn a_log_rewritten_without_any_seal_is_not_adopted_unless_the_operator_says_so()
     std::fs::write(log.path("audit.toml"), config).expect("config");
     // Even then the witness knows better: its newest checkpoint signed
     // another record than the rewrite holds.
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "the writer adopted it: {}", text(&o));
     assert!(text(&o).contains("witness"), "{}", text(&o));
     // A log written without a key has no witness of it: adopted.
     std::fs::remove_dir_all(log.path("witness")).expect("rm witness");
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -1368,17 +1360,8 @@ fn a_log_cut_back_behind_its_witness_is_not_continued() {
     for f in ["data/audit.db", "data/audit.db-wal", "data/audit.db-shm"] {
         let _ = std::fs::remove_file(log.path(f));
     }
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
-    assert!(
-        !o.status.success(),
-        "the writer continued a cut log: {}",
-        text(&o)
-    );
-    assert!(text(&o).contains("witness"), "{}", text(&o));
+    let o = log.restart();
+    assert_refused_by_the_witness(&o);
     // A newer note of another log sharing the directory (same key) does not
     // switch the check off: the newest note of this log is the one.
     let key = KeyPair::from_private_string(
@@ -1396,17 +1379,8 @@ fn a_log_cut_back_behind_its_witness_is_not_continued() {
         key.sign_note(&other.body()),
     )
     .expect("other log's note");
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
-    assert!(
-        !o.status.success(),
-        "the writer continued a cut log: {}",
-        text(&o)
-    );
-    assert!(text(&o).contains("witness"), "{}", text(&o));
+    let o = log.restart();
+    assert_refused_by_the_witness(&o);
 }
 
 /// The newest witnessed sequence: the largest `checkpoint-<seq>.note`.
@@ -1446,17 +1420,8 @@ fn a_log_cut_between_the_witnessed_record_and_its_checkpoint_is_not_continued() 
     lines.truncate(n as usize);
     log.write_lines(&lines);
     remove_database(&log);
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
-    assert!(
-        !o.status.success(),
-        "the writer continued a cut log: {}",
-        text(&o)
-    );
-    assert!(text(&o).contains("witness"), "{}", text(&o));
+    let o = log.restart();
+    assert_refused_by_the_witness(&o);
 }
 
 /// A signature line added to the last seal's note (by a key nobody holds,
@@ -1481,11 +1446,7 @@ fn a_signature_line_added_to_the_last_seal_is_malformed_and_not_adopted() {
     assert_exit(&o, 1);
     assert!(count(&v, "malformed") >= 1, "{v}");
     remove_database(&log);
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "adopted: {}", text(&o));
 }
 
@@ -1519,11 +1480,7 @@ fn respelled_last_seal_is_refused(from: &str, to: &str) {
     assert_exit(&o, 1);
     assert!(count(&v, "malformed") >= 1, "{v}");
     remove_database(&log);
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
+    let o = log.restart();
     assert!(!o.status.success(), "continued: {}", text(&o));
 }
 
@@ -1896,17 +1853,8 @@ fn another_logs_notes_do_not_switch_the_witness_check_off() {
         )
         .expect("other log's note");
     }
-    let o = audit(
-        log.dir.path(),
-        &["append", "--config", "audit.toml"],
-        entries(300, 5).as_bytes(),
-    );
-    assert!(
-        !o.status.success(),
-        "the writer continued a cut log: {}",
-        text(&o)
-    );
-    assert!(text(&o).contains("witness"), "{}", text(&o));
+    let o = log.restart();
+    assert_refused_by_the_witness(&o);
 }
 
 /// Found by attack (sixth round): index columns rewritten as BLOBs of the
