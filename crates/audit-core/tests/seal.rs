@@ -638,34 +638,12 @@ async fn a_planted_record_with_a_mac_seal_by_another_key_is_refused_and_ours_is_
 /// note's name may be left behind.
 #[test]
 fn a_failed_witness_write_leaves_no_partial_note() {
-    use std::process::Command;
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        audit_core::testing::skip_or_fail(
-            "a_failed_witness_write_leaves_no_partial_note",
-            "mounting a tmpfs needs root",
-        );
+    let Some(tmpfs) =
+        audit_core::testing::Tmpfs::mount("a_failed_witness_write_leaves_no_partial_note", "64k")
+    else {
         return;
-    }
-    let base = tempfile::tempdir().expect("tempdir");
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .expect("run mount");
-    assert!(ok.success(), "mount tmpfs failed although running as root");
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(&mnt);
+    };
+    let mnt = tmpfs.path();
     let witness = mnt.join("witness");
     std::fs::create_dir(&witness).expect("witness dir");
     // Fill every block; a new (empty) file still gets an inode.

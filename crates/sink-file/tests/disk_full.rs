@@ -4,47 +4,20 @@
 //! asks to skip it.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use audit_core::testing::{read_verified, sample_entry};
 use audit_core::{AppendError, AuditLog, SinkSpec, WriterConfig};
 use sink_file::{FileSink, FileSinkConfig};
 
-struct Mount<'a>(&'a Path);
-
-impl Drop for Mount<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_fails_cleanly_and_recovers() {
-    if !is_root() {
-        audit_core::testing::skip_or_fail(
-            "disk_full_fails_cleanly_and_recovers",
-            "mounting a tmpfs needs root",
-        );
+    let Some(tmpfs) =
+        audit_core::testing::Tmpfs::mount("disk_full_fails_cleanly_and_recovers", "2m")
+    else {
         return;
-    }
-    let base = tempfile::tempdir().expect("tempdir");
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .expect("run mount");
-    assert!(ok.success(), "mount tmpfs failed although running as root");
-    let _mount = Mount(&mnt);
+    };
+    let mnt = tmpfs.path().to_path_buf();
     let filler = mnt.join("filler");
     std::fs::write(&filler, vec![0u8; 1 << 20]).expect("filler");
 

@@ -348,6 +348,54 @@ pub fn skip_or_fail(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// A tmpfs of a given size, mounted on a fresh directory for a test that
+/// needs a small disk to fill, and unmounted when dropped.
+pub struct Tmpfs {
+    // Kept for its directory, which outlives the mount.
+    _base: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `2m`) for `test`.
+    /// Mounting needs root: without it the test fails, or skips when
+    /// [`ALLOW_SKIP`] is set, and this returns `None` (return then).
+    pub fn mount(test: &str, size: &str) -> Option<Self> {
+        use std::process::Command;
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root {
+            skip_or_fail(test, "mounting a tmpfs needs root");
+            return None;
+        }
+        let base = tempfile::tempdir().expect("tempdir");
+        let path = base.path().join("mnt");
+        std::fs::create_dir(&path).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount tmpfs failed although running as root");
+        Some(Self { _base: base, path })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
 /// What a [`FaultySink`] does to the appends it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
