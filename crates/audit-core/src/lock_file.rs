@@ -18,6 +18,20 @@ use std::sync::Mutex;
 
 use crate::sink::SinkError;
 
+/// An I/O error of `op` on the lock at `path`, for `sink`.
+fn io_error<'a>(
+    sink: &'a str,
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io {
+        sink: sink.to_string(),
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// An exclusive lock held on a file until this value is dropped.
 #[derive(Debug)]
 pub struct LockFile {
@@ -31,14 +45,7 @@ impl LockFile {
     /// waiting. When another writer holds it, returns [`SinkError::InUse`]
     /// with that writer's pid if it recorded one.
     pub fn acquire(sink: &str, path: &Path) -> Result<Self, SinkError> {
-        let io = |op: &'static str| {
-            move |source| SinkError::Io {
-                sink: sink.to_string(),
-                op,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
+        let io = |op| io_error(sink, op, path);
         // O_NOFOLLOW: a symbolic link planted at the lock's path must not
         // make the writer (often root) write its pid into the link's target.
         // O_NONBLOCK: a FIFO there must not hang the open.
@@ -131,14 +138,7 @@ impl InodeLock {
     /// waiting. When another writer (in this process or another) holds it,
     /// returns [`SinkError::InUse`].
     pub fn acquire(sink: &str, path: &Path) -> Result<Self, SinkError> {
-        let io = |op: &'static str| {
-            move |source| SinkError::Io {
-                sink: sink.to_string(),
-                op,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
+        let io = |op| io_error(sink, op, path);
         let in_use = || SinkError::InUse {
             sink: sink.to_string(),
             path: path.to_path_buf(),
